@@ -1,0 +1,298 @@
+"""Build every lesson notebook into an HTML slide deck that works offline.
+
+``nbconvert --to slides`` writes pages that load reveal.js, MathJax, mermaid,
+require.js and jQuery from CDNs, so without a network a deck is one long page
+with raw ``$$...$$`` and mermaid source. This module fetches those libraries
+once, at build time, from the npm registry (with the ordinary ``npm pack``
+client), keeps them in a cache folder, and copies what the decks need next to
+them. The output folder is self-contained: an instructor can zip it, and the
+decks open from disk with no network.
+
+Usage::
+
+    python -m llmcourse.slides [--lessons lessons] [--out build/slides]
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import nbformat
+from nbconvert import SlidesExporter
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+TEMPLATE_NAME = "offline_reveal"
+VENDOR_SUBDIR = "vendor"
+
+
+@dataclass(frozen=True)
+class VendorPackage:
+    """An npm package the decks load, and the parts of it they need."""
+
+    name: str
+    version: str
+    files: tuple[str, ...]  # files or folders, relative to the package root
+
+    @property
+    def cache_name(self) -> str:
+        """Folder name of this exact version in the vendor cache."""
+        return f"{self.name}-{self.version}"
+
+
+# Pinned on purpose: reveal.js 6 moved its plugins and the deck never starts;
+# MathJax 3+ breaks the slide-change hook of nbconvert's reveal template.
+REVEAL = VendorPackage(
+    "reveal.js",
+    "4.6.1",
+    (
+        "LICENSE",
+        "dist/reveal.js",
+        "dist/reveal.css",
+        "dist/theme/white.css",  # unlike most themes, white imports no web fonts
+        "dist/theme/fonts/source-sans-pro",
+        "plugin/notes/notes.js",  # the speaker view (press S)
+    ),
+)
+MATHJAX = VendorPackage(
+    "mathjax",
+    "2.7.9",
+    (
+        "LICENSE",
+        "MathJax.js",
+        "config/TeX-AMS_CHTML-full.js",
+        "config/Safe.js",
+        "extensions",
+        "jax/element",
+        "jax/input/TeX",
+        "jax/output/CommonHTML",
+        "fonts/HTML-CSS/TeX/woff",
+        "localization/en",
+    ),
+)
+MERMAID = VendorPackage("mermaid", "11.17.2", ("LICENSE", "dist/mermaid.min.js"))
+REQUIREJS = VendorPackage("requirejs", "2.3.8", ("require.js",))
+JQUERY = VendorPackage("jquery", "2.2.4", ("LICENSE.txt", "dist/jquery.min.js"))
+VENDOR_PACKAGES = (REVEAL, MATHJAX, MERMAID, REQUIREJS, JQUERY)
+
+# A tag that makes the browser fetch a resource from an absolute URL
+# (``http:``, ``https:`` or protocol-relative). Plain links (<a href>) are fine.
+_EXTERNAL_RESOURCE = re.compile(
+    r"""<(?:script|link|img|iframe|source|audio|video|embed)\b[^>]*?"""
+    r"""\b(?:src|href)\s*=\s*["']?((?:https?:)?//[^"'\s>]+)""",
+    re.IGNORECASE,
+)
+
+
+def build_slides(
+    lessons_dir: str | Path = "lessons",
+    out_dir: str | Path = "build/slides",
+    vendor_dir: str | Path | None = None,
+) -> list[Path]:
+    """Convert every ``*.ipynb`` in ``lessons_dir`` into an offline slide deck.
+
+    Each notebook becomes ``out_dir/<stem>.slides.html``; ``out_dir/index.html``
+    links to all decks, and ``out_dir/vendor/`` holds the JavaScript they load.
+    Libraries are downloaded with ``npm pack`` into ``vendor_dir`` (default
+    ``build/vendor``) only when missing there, so later builds need no network.
+
+    Returns the paths of the decks written, in file-name order.
+    Raises ValueError naming the file if a notebook does not parse or its slides
+    would load something from the network, NotADirectoryError if ``lessons_dir``
+    is missing, and RuntimeError if a library must be downloaded but npm is
+    missing or fails.
+    """
+    lessons_dir, out_dir = Path(lessons_dir), Path(out_dir)
+    vendor_dir = Path("build/vendor") if vendor_dir is None else Path(vendor_dir)
+    if not lessons_dir.is_dir():
+        raise NotADirectoryError(f"{lessons_dir}: no such folder of lessons")
+    notebooks = {path: read_notebook(path) for path in sorted(lessons_dir.glob("*.ipynb"))}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    copy_vendor_files(vendor_dir, out_dir / VENDOR_SUBDIR)
+    exporter = make_exporter()
+    titles = {}
+    for path, notebook in notebooks.items():
+        titles[write_deck(exporter, path, notebook, out_dir)] = deck_title(notebook)
+    write_index(out_dir, titles)
+    return list(titles)
+
+
+def read_notebook(path: Path) -> nbformat.NotebookNode:
+    """Read and validate a notebook, naming the file in the error if it is broken."""
+    try:
+        notebook = nbformat.read(path, as_version=4)
+        nbformat.validate(notebook)
+    # On malformed files nbformat raises any of these, depending on what is wrong.
+    except (ValueError, TypeError, AttributeError, KeyError, nbformat.ValidationError) as error:
+        first_line = str(error).strip().split("\n")[0]
+        raise ValueError(
+            f"{path}: not a valid notebook: {type(error).__name__}: {first_line}"
+        ) from error
+    return notebook
+
+
+def make_exporter() -> SlidesExporter:
+    """A slides exporter that takes every library from ``vendor/`` next to the deck."""
+    vendor = VENDOR_SUBDIR
+    return SlidesExporter(
+        template_name=TEMPLATE_NAME,
+        extra_template_basedirs=[str(TEMPLATES_DIR)],
+        reveal_theme="white",
+        reveal_url_prefix=f"{vendor}/{REVEAL.name}",
+        mathjax_url=f"{vendor}/{MATHJAX.name}/MathJax.js?config=TeX-AMS_CHTML-full,Safe",
+        mermaid_js_url=f"{vendor}/{MERMAID.name}/dist/mermaid.min.js",
+        require_js_url=f"{vendor}/{REQUIREJS.name}/require.js",
+        jquery_url=f"{vendor}/{JQUERY.name}/dist/jquery.min.js",
+    )
+
+
+def write_deck(
+    exporter: SlidesExporter, path: Path, notebook: nbformat.NotebookNode, out_dir: Path
+) -> Path:
+    """Export one notebook to ``out_dir/<stem>.slides.html`` and return that path."""
+    notebook = without_widget_state(notebook)
+    body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": path.stem}})
+    external = external_resources(body)
+    if external:
+        raise ValueError(f"{path}: the slides would load {external[0]} from the network")
+    deck = out_dir / f"{path.stem}.slides.html"
+    deck.write_text(body, encoding="utf-8")
+    return deck
+
+
+def without_widget_state(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of the notebook without saved widget state.
+
+    With widget state in its metadata, the page loads a widget manager from a
+    CDN; static slides cannot run widgets anyway.
+    """
+    notebook = nbformat.from_dict(notebook)  # a deep copy
+    notebook.metadata.pop("widgets", None)
+    return notebook
+
+
+def external_resources(page: str) -> list[str]:
+    """URLs of scripts, styles, images and frames the page would fetch over the network."""
+    return _EXTERNAL_RESOURCE.findall(page)
+
+
+def deck_title(notebook: nbformat.NotebookNode) -> str | None:
+    """The notebook's title: its ``title`` metadata, else its first top-level heading."""
+    if notebook.metadata.get("title"):
+        return str(notebook.metadata["title"])
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return None
+
+
+def write_index(out_dir: Path, titles: dict[Path, str | None]) -> Path:
+    """Write ``out_dir/index.html`` linking to each deck, and return its path."""
+    items = "\n".join(
+        f'  <li><a href="{html.escape(deck.name)}">{html.escape(title or deck.name)}</a></li>'
+        for deck, title in titles.items()
+    )
+    index = out_dir / "index.html"
+    index.write_text(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<title>Lesson slides</title>\n</head>\n<body>\n<h1>Lesson slides</h1>\n"
+        f"<ul>\n{items}\n</ul>\n</body>\n</html>\n",
+        encoding="utf-8",
+    )
+    return index
+
+
+def copy_vendor_files(vendor_dir: Path, target: Path) -> None:
+    """Copy the files the decks need from the vendor cache into ``target``."""
+    for package in VENDOR_PACKAGES:
+        source = fetch_package(package, vendor_dir)
+        for relative in package.files:
+            origin, destination = source / relative, target / package.name / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if origin.is_dir():
+                shutil.copytree(origin, destination, dirs_exist_ok=True)
+            else:
+                shutil.copy2(origin, destination)
+
+
+def fetch_package(package: VendorPackage, vendor_dir: Path) -> Path:
+    """Return the package's folder in the vendor cache, downloading it if absent."""
+    folder = vendor_dir / package.cache_name
+    if folder.is_dir():
+        return folder
+    vendor_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=vendor_dir) as scratch:
+        tarball = npm_pack(package, Path(scratch))
+        unpacked = Path(scratch) / "unpacked"
+        extract_tarball(tarball, unpacked)
+        unpacked.rename(folder)  # atomic: the cache never holds half a package
+    return folder
+
+
+def npm_pack(package: VendorPackage, folder: Path) -> Path:
+    """Download the package's tarball into ``folder`` with ``npm pack``."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError(
+            "Building slides needs Node.js/npm at build time, to fetch "
+            f"{package.name} {package.version}; install Node.js (it provides npm)."
+        )
+    spec = f"{package.name}@{package.version}"
+    result = subprocess.run(
+        [npm, "pack", spec, "--silent"], cwd=folder, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"npm pack {spec} failed:\n{result.stderr.strip()}")
+    return next(folder.glob("*.tgz"))
+
+
+def extract_tarball(tarball: Path, target: Path) -> None:
+    """Extract an npm tarball's regular files into ``target``, dropping its top folder."""
+    with tarfile.open(tarball, "r:gz") as archive:
+        for member in archive.getmembers():
+            if not member.isfile():
+                continue
+            relative = PurePosixPath(*PurePosixPath(member.name).parts[1:])
+            if member.name.startswith("/") or ".." in relative.parts:
+                raise RuntimeError(f"{tarball.name}: unsafe path {member.name!r}")
+            destination = target / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(archive.extractfile(member).read())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: build the slides and print where they are."""
+    parser = argparse.ArgumentParser(
+        prog="python -m llmcourse.slides",
+        description="Build every lesson notebook into an offline HTML slide deck.",
+    )
+    parser.add_argument("--lessons", default="lessons", help="folder of *.ipynb (default: lessons)")
+    parser.add_argument("--out", default="build/slides", help="output folder (default: build/slides)")
+    parser.add_argument(
+        "--vendor", default=None, help="cache of downloaded libraries (default: build/vendor)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        decks = build_slides(args.lessons, args.out, args.vendor)
+    except (ValueError, RuntimeError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for deck in decks:
+        print(deck)
+    print(Path(args.out) / "index.html")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
