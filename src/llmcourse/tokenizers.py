@@ -1,10 +1,36 @@
 """Tokenizers: text -> integer ids -> text.
 
-`CharTokenizer` is the simplest: one token per distinct character of a training text.
+Three ways to cut text, from the simplest to the one real models use:
+
+* `CharTokenizer`: one token per distinct character of a training text.
+* Words: `split_text` cuts text into word-like chunks (a word with its leading space, a run of
+  digits, a run of punctuation, whitespace). A word vocabulary is huge and still misses words.
+* `BPETokenizer`: byte-level byte-pair encoding (BPE), as in GPT-2 and its successors. Start from
+  the 256 possible bytes of UTF-8 text, so *every* string can be encoded, and learn *merges*:
+  again and again, the most frequent pair of neighbouring tokens becomes one new token.
+
+The BPE building blocks are small functions with worked examples in their docstrings:
+`get_stats` (count neighbouring pairs), `merge` (replace a pair by a new id), `train_bpe`
+(learn the merges, updating pair counts incrementally) and `train_bpe_naive` (the same merges
+by recounting everything after each merge: the plain reference, far slower).
+`train_sentencepiece` trains Google's SentencePiece (unigram by default) for comparison.
 """
 from __future__ import annotations
 
+import heapq
+import io
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+
 import torch
+
+N_BYTES = 256  # the base alphabet of a byte-level tokenizer: ids 0..255 are the bytes themselves
+
+# A word with its leading space, a contraction suffix, up to 3 digits, a run of punctuation, or
+# whitespace (a run of spaces keeps its last space for the next word). GPT-2's pattern, written
+# for Python's `re`: [^\W\d_] is "a letter". Every character of any text falls in some chunk.
+SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d{1,3}| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
 
 
 class CharTokenizer:
@@ -38,3 +64,317 @@ class CharTokenizer:
         if bad:
             raise ValueError(f"ids must be in [0, {self.vocab_size}); got unknown ids {bad[:10]}")
         return "".join(self.vocab[i] for i in ids)
+
+
+# --- the building blocks of BPE ----------------------------------------------------------------
+
+def split_text(text: str, pattern: str | None = SPLIT_PATTERN) -> list[str]:
+    """Cut text into the chunks BPE works inside (merges never cross a chunk boundary).
+
+        "Hello, world!!" -> ['Hello', ',', ' world', '!!']
+
+    Joining the chunks gives the text back. pattern=None keeps the text as one chunk.
+    """
+    if pattern is None:
+        return [text] if text else []
+    return re.findall(pattern, text)
+
+
+def get_stats(ids: Sequence[int], counts: dict | None = None) -> dict[tuple[int, int], int]:
+    """Count each pair of neighbouring ids (overlapping pairs count: [1, 1, 1] has (1, 1) twice).
+
+        [1, 2, 3, 1, 2] -> {(1, 2): 2, (2, 3): 1, (3, 1): 1}
+
+    Pass `counts` to add to an existing count (one call per chunk of a text).
+    """
+    counts = {} if counts is None else counts
+    for pair in zip(ids, ids[1:]):
+        counts[pair] = counts.get(pair, 0) + 1
+    return counts
+
+
+def merge(ids: Sequence[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    """Replace every occurrence of `pair` by `new_id`, scanning left to right without overlap.
+
+        [1, 2, 3, 1, 2], (1, 2), 4 -> [4, 3, 4]
+        [1, 1, 1],       (1, 1), 4 -> [4, 1]     (the middle 1 is used once, not twice)
+    """
+    out = []
+    i = 0
+    while i < len(ids):
+        if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def _check_text(text: str, what: str = "text") -> None:
+    if not isinstance(text, str):
+        raise ValueError(f"{what} must be a str; got {type(text).__name__}")
+    if not text:
+        raise ValueError(f"{what} must be a non-empty string to learn merges from; got ''")
+
+
+def _n_merges(vocab_size: int, n_special: int = 0) -> int:
+    smallest = N_BYTES + n_special
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < smallest:
+        extra = f" + {n_special} special token{'s' * (n_special > 1)}" if n_special else ""
+        raise ValueError(f"vocab_size must be an int of at least {smallest} (the {N_BYTES} byte tokens{extra}, "
+                         f"the base alphabet of a byte-level BPE); got {vocab_size!r}")
+    return vocab_size - smallest
+
+
+def _best_pair(stats: dict[tuple[int, int], int]) -> tuple[int, int]:
+    """The most frequent pair; ties go to the smallest pair, so every trainer agrees."""
+    return min(stats, key=lambda pair: (-stats[pair], pair))
+
+
+def train_bpe_naive(text: str, vocab_size: int, pattern: str | None = SPLIT_PATTERN) -> list[tuple[int, int]]:
+    """Learn BPE merges the plain way: after every merge, count all pairs of the text again.
+
+    Each merge costs a pass over the whole text, so training to a vocabulary of V costs
+    (V - 256) passes: fine for a paragraph, minutes for a book. `train_bpe` gives the same merges.
+
+        "aaabdaaabac", vocab_size=259 -> [(97, 97), (97, 98), (256, 257)]
+        i.e. "aa" -> 256, "ab" -> 257, "aa" + "ab" -> 258 ("aaab")
+        (after the first merge, (256, 97) and (97, 98) both occur twice: ties go to the smaller pair)
+    """
+    _check_text(text)
+    n_merges = _n_merges(vocab_size)
+    chunks = [list(chunk.encode("utf-8")) for chunk in split_text(text, pattern)]
+    merges = []
+    for new_id in range(N_BYTES, N_BYTES + n_merges):
+        stats: dict[tuple[int, int], int] = {}
+        for ids in chunks:                      # recount every pair of the whole text
+            get_stats(ids, stats)
+        if not stats:                           # every chunk is a single token: nothing to merge
+            break
+        pair = _best_pair(stats)
+        chunks = [merge(ids, pair, new_id) for ids in chunks]
+        merges.append(pair)
+    return merges
+
+
+def train_bpe(text: str, vocab_size: int, pattern: str | None = SPLIT_PATTERN,
+              progress: bool = False) -> list[tuple[int, int]]:
+    """Learn BPE merges, updating the pair counts after each merge instead of recounting.
+
+    Three ideas make it fast (the result equals `train_bpe_naive`, merge for merge):
+    1. Count each distinct chunk once: " the" occurring 9,000 times is one word with weight 9,000.
+    2. Keep the pair counts and, for each pair, the words that contain it. A merge touches only
+       those words: subtract their old pairs, merge, add their new pairs.
+    3. Find the most frequent pair with a heap (stale entries are skipped when popped).
+
+        "aaabdaaabac" -> words {"aaabdaaabac": 1}, pairs {(97, 97): 4, (97, 98): 2, (98, 100): 1, ...}
+        merge (97, 97) -> 256: only the words in where[(97, 97)] change; that word is now
+        [256, 97, 98, 100, 256, 97, 98, 97, 99], so (97, 97): 4 -> 0 and (256, 97): 0 -> 2,
+        while (97, 98): 2 is untouched. Merges: [(97, 97), (97, 98), (256, 257)]
+
+    Returns the merges in the order learned: merge i creates token id 256 + i. Stops early if
+    every chunk has become a single token.
+    """
+    _check_text(text)
+    n_merges = _n_merges(vocab_size)
+    chunk_counts = Counter(split_text(text, pattern))
+    words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]   # distinct chunks, as ids
+    weights = list(chunk_counts.values())                             # how often each occurs
+    pair_counts: dict[tuple[int, int], int] = defaultdict(int)
+    where: dict[tuple[int, int], set[int]] = defaultdict(set)         # pair -> words containing it
+    for w, ids in enumerate(words):
+        for pair in zip(ids, ids[1:]):
+            pair_counts[pair] += weights[w]
+            where[pair].add(w)
+    heap = [(-count, pair) for pair, count in pair_counts.items()]
+    heapq.heapify(heap)
+
+    merges = []
+    steps = range(N_BYTES, N_BYTES + n_merges)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="BPE merges", leave=False)
+    for new_id in steps:
+        while heap:                                  # pop until an entry matches the current count
+            negative_count, pair = heapq.heappop(heap)
+            if pair_counts.get(pair) == -negative_count:
+                break
+        else:
+            break                                    # nothing left to merge
+        merges.append(pair)
+        delta: dict[tuple[int, int], int] = defaultdict(int)
+        for w in where.pop(pair):
+            old = words[w]
+            new = merge(old, pair, new_id)
+            if len(new) == len(old):                 # a stale entry: this word lost the pair earlier
+                continue
+            for p in zip(old, old[1:]):
+                delta[p] -= weights[w]
+            for p in zip(new, new[1:]):
+                delta[p] += weights[w]
+                where[p].add(w)
+            words[w] = new
+        for p, change in delta.items():
+            if change == 0:
+                continue
+            count = pair_counts[p] + change
+            if count:
+                pair_counts[p] = count
+                heapq.heappush(heap, (-count, p))
+            else:
+                del pair_counts[p]
+    return merges
+
+
+# --- the tokenizer -----------------------------------------------------------------------------
+
+class BPETokenizer:
+    """A byte-level BPE tokenizer: ids 0..255 are bytes, then one id per merge, then special tokens.
+
+        >>> tok = BPETokenizer.train("aaabdaaabac", vocab_size=259)
+        >>> tok.merges          # {(97, 97): 256, (97, 98): 257, (256, 257): 258}: "aa", "ab", "aaab"
+        >>> tok.encode("aaabdaaabac")   # [258, 100, 258, 97, 99]   ("aaab" "d" "aaab" "a" "c")
+        >>> tok.decode([258, 100])      # 'aaabd'
+
+    Any string round-trips exactly (`decode(encode(s)) == s`), because any string is UTF-8 bytes
+    and every byte is a token. Special tokens such as "<|endoftext|>" are encoded as one id each
+    and are never part of a merge.
+    """
+
+    def __init__(self, merges: Iterable[tuple[int, int]] = (), special_tokens: Iterable[str] = (),
+                 pattern: str | None = SPLIT_PATTERN):
+        self.pattern = pattern
+        self.merges: dict[tuple[int, int], int] = {}
+        self.vocab: dict[int, bytes] = {i: bytes([i]) for i in range(N_BYTES)}
+        for new_id, (a, b) in enumerate(merges, start=N_BYTES):
+            if a not in self.vocab or b not in self.vocab:
+                raise ValueError(f"merges must only use ids defined before them; merge {new_id - N_BYTES} "
+                                 f"({a}, {b}) uses an id that is not below {new_id}")
+            self.merges[(a, b)] = new_id
+            self.vocab[new_id] = self.vocab[a] + self.vocab[b]
+        self.special_tokens: dict[str, int] = {}
+        for token in special_tokens:
+            if not token or token in self.special_tokens:
+                raise ValueError(f"special_tokens must be distinct non-empty strings; got {token!r} twice or empty")
+            self.special_tokens[token] = len(self.vocab) + len(self.special_tokens)
+        self.special_ids = {i: s for s, i in self.special_tokens.items()}
+        self._special_split = (re.compile("(" + "|".join(re.escape(s) for s in sorted(self.special_tokens, key=len,
+                                                                                        reverse=True)) + ")")
+                               if self.special_tokens else None)
+        self._cache: dict[str, list[int]] = {}
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int, special_tokens: Iterable[str] = (),
+              pattern: str | None = SPLIT_PATTERN, progress: bool = False) -> "BPETokenizer":
+        """Learn merges from `text` until the vocabulary (bytes + merges + specials) has `vocab_size` ids.
+
+        Special tokens in the text are cut out before training, so no merge ever spans one.
+        """
+        _check_text(text)
+        special_tokens = list(special_tokens)
+        n_merges = _n_merges(vocab_size, len(special_tokens))
+        for token in special_tokens:
+            text = text.replace(token, "\n")
+        merges = train_bpe(text, N_BYTES + n_merges, pattern=pattern, progress=progress)
+        return cls(merges, special_tokens, pattern)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab) + len(self.special_tokens)
+
+    def truncated(self, vocab_size: int) -> "BPETokenizer":
+        """The tokenizer with only the first merges: BPE trained to a smaller `vocab_size` gives exactly these."""
+        n_merges = _n_merges(vocab_size, len(self.special_tokens))
+        if n_merges > len(self.merges):
+            raise ValueError(f"vocab_size must be at most {self.vocab_size} (this tokenizer's size); got {vocab_size}")
+        return BPETokenizer(list(self.merges)[:n_merges], self.special_tokens, self.pattern)
+
+    def _encode_chunk(self, chunk: str) -> list[int]:
+        """Bytes of one chunk, then apply merges by rank: always the earliest-learned pair present."""
+        cached = self._cache.get(chunk)
+        if cached is not None:
+            return cached
+        ids = list(chunk.encode("utf-8"))
+        while len(ids) >= 2:
+            pair = min(zip(ids, ids[1:]), key=lambda p: self.merges.get(p, float("inf")))
+            if pair not in self.merges:
+                break                                # no pair left that a merge knows
+            ids = merge(ids, pair, self.merges[pair])
+        if len(self._cache) < 200_000:
+            self._cache[chunk] = ids
+        return ids
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Encode text, treating special-token strings as ordinary text."""
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a str; got {type(text).__name__}")
+        ids: list[int] = []
+        for chunk in split_text(text, self.pattern):
+            ids.extend(self._encode_chunk(chunk))
+        return ids
+
+    def encode(self, text: str) -> list[int]:
+        """Encode text; each special token in it ("<|endoftext|>") becomes its single id.
+
+            "hi<|endoftext|>" -> [104, 105, 256]   (no merges learned, one special token)
+        """
+        if self._special_split is None or not isinstance(text, str):
+            return self.encode_ordinary(text)          # (which refuses a text that is not a str)
+        ids: list[int] = []
+        for part in self._special_split.split(text):   # odd positions are the special tokens
+            if part in self.special_tokens:
+                ids.append(self.special_tokens[part])
+            elif part:
+                ids.extend(self.encode_ordinary(part))
+        return ids
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes a token stands for (a special token: its UTF-8 text)."""
+        if token_id in self.special_ids:
+            return self.special_ids[token_id].encode("utf-8")
+        return self.vocab[token_id]
+
+    def decode(self, ids) -> str:
+        """Join the tokens' bytes, then decode UTF-8 once (invalid bytes become '\ufffd').
+
+        Decoding token by token would break characters whose bytes sit in two tokens:
+        "é" is b"\\xc3\\xa9"; tokens [195, 169] decode to "é", not to "\ufffd\ufffd".
+        """
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        bad = [i for i in ids if not (isinstance(i, int) and (i in self.vocab or i in self.special_ids))]
+        if bad:
+            raise ValueError(f"ids must be token ids of this tokenizer (0..{self.vocab_size - 1}); "
+                             f"got unknown ids {bad[:10]}")
+        return b"".join(self.token_bytes(i) for i in ids).decode("utf-8", errors="replace")
+
+    def token_strings(self, ids) -> list[str]:
+        """Each token as readable text (bytes that are not whole characters show as '\ufffd')."""
+        return [self.token_bytes(i).decode("utf-8", errors="replace") for i in ids]
+
+
+# --- SentencePiece, for comparison --------------------------------------------------------------
+
+def train_sentencepiece(text: str, vocab_size: int, model_type: str = "unigram", **options):
+    """Train a SentencePiece model on `text` in memory, quietly; return a SentencePieceProcessor.
+
+    Defaults keep the text as it is (no Unicode normalisation, spaces kept) and fall back to
+    bytes for characters it never saw, so it can encode anything, like byte-level BPE. Its 256
+    byte pieces and 3 control pieces (<unk>, <s>, </s>) count towards `vocab_size`.
+    """
+    import sentencepiece as spm
+
+    _check_text(text)
+    if not isinstance(vocab_size, int) or vocab_size < N_BYTES + 4:
+        raise ValueError(f"vocab_size must be an int of at least {N_BYTES + 4} (256 byte pieces, 3 control "
+                         f"pieces and one more); got {vocab_size!r}")
+    settings = dict(model_type=model_type, vocab_size=vocab_size, byte_fallback=True, character_coverage=1.0,
+                    normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False,
+                    allow_whitespace_only_pieces=True, split_digits=True,
+                    minloglevel=2, num_threads=1)
+    settings.update(options)
+    model = io.BytesIO()
+    lines = [line for line in text.split("\n") if line.strip()]
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, **settings)
+    return spm.SentencePieceProcessor(model_proto=model.getvalue())
