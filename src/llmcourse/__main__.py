@@ -4,6 +4,7 @@
     slides      build every lessons/ deck into offline HTML slides in build/slides/
     execute     run notebooks in place and store their outputs (for maintainers)
     envcheck    check that this machine is ready for the course
+    grade       grade a class's submitted exercises (see docs/grading.md)
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import importlib
 import sys
 
 COMMANDS = {"exercises": "llmcourse.exercises", "slides": "llmcourse.slides",
-            "execute": "llmcourse.notebooks", "envcheck": "llmcourse.envcheck"}
+            "execute": "llmcourse.notebooks", "envcheck": "llmcourse.envcheck",
+            "grade": "llmcourse.grading"}
 
 
 def main(argv: list[str]) -> int:

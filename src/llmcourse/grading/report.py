@@ -1,0 +1,84 @@
+"""The grader's output: grades.csv, and per student results.json (Gradescope) and report.txt.
+
+    RESULTS_DIR/grades.csv                 one row per student: a column per question, then total
+    RESULTS_DIR/<student>/results.json     Gradescope autograder format (tests[], score)
+    RESULTS_DIR/<student>/report.txt       what passed, what failed and why, in the checks' words
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from llmcourse.grading.grader import SubmissionResult, Unit
+
+
+def _number(x: float) -> float | int:
+    return int(x) if float(x).is_integer() else round(x, 4)
+
+
+def columns(unit: Unit) -> list[str]:
+    """One column per test cell: its question id ("q2"), or its grade_id where a question has several."""
+    questions = [t.question for t in unit.tests]
+    return [t.question if questions.count(t.question) == 1 else t.grade_id for t in unit.tests]
+
+
+def gradescope(result: SubmissionResult) -> dict:
+    """The Gradescope autograder results.json for one submission."""
+    tests = []
+    for q in result.questions:
+        text = "passed" if q.passed else q.message
+        if q.output.strip():
+            text += "\n\nThe checks printed:\n" + q.output.strip()
+        tests.append({"name": f"{q.title} ({q.grade_id})" if q.title != q.grade_id else q.grade_id,
+                      "score": _number(q.points), "max_score": _number(q.max_points),
+                      "output": text, "visibility": "visible"})
+    notes = []
+    if result.problems:
+        notes.append("Problems while running your notebook:\n" + "\n".join(f"- {p}" for p in result.problems))
+    if result.tampering:
+        notes.append("Files outside your notebook's folder were changed; the instructor has been told:\n"
+                     + "\n".join(f"- {t}" for t in result.tampering))
+    return {"score": _number(result.score), "max_score": _number(result.max_score),
+            "output": "\n\n".join(notes) or "Your notebook ran without problems.",
+            "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
+
+
+def text_report(result: SubmissionResult) -> str:
+    """A short report for a person: the score, then each question, then notebook problems."""
+    lines = [f"{result.student} · {result.unit}: {_number(result.score)} / {_number(result.max_score)} points",
+             f"(graded in {result.seconds:.1f} s; sandbox: {result.sandbox})", ""]
+    for q in result.questions:
+        mark = "passed" if q.passed else "FAILED"
+        lines.append(f"{q.grade_id:<14} {_number(q.points)}/{_number(q.max_points)}  {mark}  {q.title}")
+        if not q.passed:
+            lines += ["    " + line for line in q.message.splitlines()]
+    if result.problems:
+        lines += ["", "Problems while running the notebook:"] + [f"  - {p}" for p in result.problems]
+    if result.tampering:
+        lines += ["", "TAMPERING: files outside the notebook's folder changed while it ran:"]
+        lines += [f"  - {t}" for t in result.tampering]
+    return "\n".join(lines) + "\n"
+
+
+def write_student(out: Path, result: SubmissionResult) -> Path:
+    folder = Path(out) / result.student
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(gradescope(result), indent=1, ensure_ascii=False) + "\n",
+                                         encoding="utf-8")
+    (folder / "report.txt").write_text(text_report(result), encoding="utf-8")
+    return folder
+
+
+def write_table(out: Path, unit: Unit, results: list[SubmissionResult]) -> Path:
+    """grades.csv: student, one column per question, total."""
+    path = Path(out) / "grades.csv"
+    names = columns(unit)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["student", *names, "total"])
+        for result in results:
+            by_id = {q.grade_id: q.points for q in result.questions}
+            writer.writerow([result.student, *(_number(by_id.get(t.grade_id, 0)) for t in unit.tests),
+                             _number(result.score)])
+    return path
