@@ -140,6 +140,7 @@ def make_exercise(solution: nbformat.NotebookNode, source_name: str) -> nbformat
             cell.source = "\n".join(lines)
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
+    nb.metadata.pop("widgets", None)  # saved widget state is output too
     nb.metadata.pop(STAMP, None)
     nb.metadata[STAMP] = {"generated_from": source_name, "fingerprint": fingerprint(nb)}
     return nb

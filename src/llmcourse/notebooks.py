@@ -17,7 +17,8 @@ from nbclient import NotebookClient
 
 from llmcourse.exercises import read_notebook, serialise
 
-KEEP_NOTEBOOK_METADATA = {"kernelspec", "language_info", "nbgrader", "llmcourse", "celltoolbar", "rise"}
+# "widgets" holds the final state of widgets (e.g. finished progress bars), so a reader sees them as they ended.
+KEEP_NOTEBOOK_METADATA = {"kernelspec", "language_info", "nbgrader", "llmcourse", "celltoolbar", "rise", "widgets", "title"}
 DROP_CELL_METADATA = {"execution", "collapsed", "scrolled", "jupyter", "tags_to_drop", "ExecuteTime"}
 
 
