@@ -12,9 +12,21 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import torch
+
+from llmcourse.runtime import default_threads
 
 NOTEBOOK_BUDGET_S = float(os.environ.get("LLMCOURSE_NOTEBOOK_BUDGET_S", 60))
 _seconds: dict[str, float] = defaultdict(float)
+
+
+@pytest.fixture(autouse=True)
+def course_thread_count():
+    """Every test runs torch with the course's thread count, as the notebooks do (see README, Threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(default_threads())
+    yield
+    torch.set_num_threads(before)
 
 
 def _notebook_of(item) -> str | None:

@@ -1,0 +1,554 @@
+"""Inference-time hyperparameters: how a model's scores become the next token.
+
+The model gives one score (*logit*) per token of the vocabulary. Sampling turns them into one
+token, in a fixed order (the same order as Hugging Face's `generate` and the OpenAI API):
+
+    logits z (vocab,)                                    the model's raw scores
+      1. penalties   z_j - count_j * frequency - [count_j > 0] * presence     (OpenAI's definition)
+      2. temperature z / theta   (theta = 0: all mass on the argmax, "greedy")
+      3. top-k       keep the k highest scores
+      4. top-p       keep the smallest set of most likely tokens whose mass reaches p
+      5. min-p       keep tokens at least min_p times as likely as the most likely one
+      6. softmax, then draw one token with a seeded torch.Generator
+
+None of this touches the model's weights: it is post-processing of one vector of scores.
+Every function works on a single distribution (vocab,) or a batch (batch, vocab).
+
+Generation (`generate`) feeds each new token back in. For a GPT it keeps a *KV cache*: the keys
+and values of every earlier position, so each step computes one new position instead of the
+whole prefix. Any model works that offers `next_token_logits(ids) -> (vocab,)` and a tokenizer
+(the `LanguageModel` protocol); `GPTAdapter` and `NGramAdapter` wrap the course's two models.
+
+    >>> probs = next_token_distribution(torch.tensor([2.0, 1.0, 0.0]), temperature=0.5)
+    >>> probs                                    # softmax([4, 2, 0]) = [0.867, 0.117, 0.016]
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+
+# --- checking the knobs --------------------------------------------------------------------------
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def check_temperature(temperature) -> float:
+    """temperature as a float; a ValueError unless it is a finite number >= 0."""
+    if isinstance(temperature, torch.Tensor) and temperature.numel() == 1:
+        temperature = temperature.item()
+    if not _is_number(temperature) or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy, 1 = the model's own "
+                         f"distribution); got {temperature!r}")
+    return float(temperature)
+
+
+def check_top_k(top_k) -> int | None:
+    """top_k as an int (or None = off); a ValueError unless it is an int >= 1."""
+    if top_k is None:
+        return None
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be an int >= 1 (or None to keep every token); got {top_k!r}")
+    return top_k
+
+
+def check_top_p(top_p) -> float:
+    """top_p as a float in (0, 1]; 1 keeps every token."""
+    if not _is_number(top_p) or not (0 < top_p <= 1):
+        raise ValueError(f"top_p must be a number in (0, 1] (1 = keep every token); got {top_p!r}")
+    return float(top_p)
+
+
+def check_min_p(min_p) -> float:
+    """min_p as a float in [0, 1]; 0 keeps every token."""
+    if not _is_number(min_p) or not (0 <= min_p <= 1):
+        raise ValueError(f"min_p must be a number in [0, 1] (0 = keep every token); got {min_p!r}")
+    return float(min_p)
+
+
+def check_penalty(value, name: str) -> float:
+    """A presence or frequency penalty: any finite number (the OpenAI API allows -2.0 to 2.0)."""
+    if not _is_number(value) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number (OpenAI allows -2.0 to 2.0; 0 = off); got {value!r}")
+    return float(value)
+
+
+def check_logits(logits) -> torch.Tensor:
+    """logits (vocab,) or (batch, vocab), floating point, no NaN, at least one finite score per row."""
+    if not isinstance(logits, torch.Tensor) or logits.dim() not in (1, 2) or logits.shape[-1] < 1:
+        raise ValueError(f"logits must be a tensor (vocab,) or (batch, vocab); got "
+                         f"{type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be floating point; got {logits.dtype} (use .float())")
+    if not bool(torch.isfinite(logits.amax(-1)).all()):  # one pass: the row maxima carry NaN and +-inf
+        if torch.isnan(logits).any():
+            raise ValueError("logits contain NaN; the model's output is broken (check its inputs and weights)")
+        if (logits == math.inf).any():
+            raise ValueError("logits contain +inf; scores must be finite numbers or -inf (impossible token)")
+        raise ValueError("every logit of a row is -inf: no token is possible, so there is no distribution")
+    return logits
+
+
+# --- 1. penalties ---------------------------------------------------------------------------------
+
+
+def token_counts(ids, vocab_size: int) -> torch.Tensor:
+    """How often each token occurs in `ids`: (vocab,) for one sequence, (batch, vocab) for (batch, t).
+
+        token_counts([2, 0, 2], vocab_size=4) -> tensor([1, 0, 2, 0])
+    """
+    ids = torch.as_tensor(ids, dtype=torch.long)
+    if ids.dim() == 1:
+        return torch.bincount(ids, minlength=vocab_size)[:vocab_size] if len(ids) else torch.zeros(vocab_size, dtype=torch.long)
+    if ids.dim() != 2:
+        raise ValueError(f"ids must be (time,) or (batch, time); got {tuple(ids.shape)}")
+    counts = torch.zeros(ids.shape[0], vocab_size, dtype=torch.long)
+    return counts.scatter_add_(1, ids, torch.ones_like(ids))
+
+
+def apply_penalties(logits: torch.Tensor, counts: torch.Tensor, presence_penalty: float = 0.0,
+                    frequency_penalty: float = 0.0) -> torch.Tensor:
+    """The OpenAI API's presence and frequency penalties.
+
+        z_j - count_j * frequency_penalty - [count_j > 0] * presence_penalty
+
+    counts (same shape as logits): how often each token already appeared. The frequency penalty
+    grows with every repeat; the presence penalty is paid once by any token that appeared at all.
+    Tokens never seen are untouched. A negative penalty encourages repetition.
+
+        z = [1, 1, 1], counts = [0, 1, 3], presence 0.5, frequency 0.2 -> [1, 0.3, -0.1]
+    """
+    presence_penalty = check_penalty(presence_penalty, "presence_penalty")
+    frequency_penalty = check_penalty(frequency_penalty, "frequency_penalty")
+    if not isinstance(counts, torch.Tensor) or counts.shape != logits.shape:
+        raise ValueError(f"counts must be a tensor with the logits' shape {tuple(logits.shape)} (one count per "
+                         f"token); got {type(counts).__name__} {tuple(getattr(counts, 'shape', ()))}")
+    if (counts < 0).any():
+        raise ValueError("counts must be >= 0 (how often each token appeared)")
+    counts = counts.to(logits.dtype)
+    return logits - counts * frequency_penalty - (counts > 0).to(logits.dtype) * presence_penalty
+
+
+# --- 2. temperature -------------------------------------------------------------------------------
+
+
+def greedy_distribution(logits: torch.Tensor) -> torch.Tensor:
+    """The theta -> 0 limit: probability 1 on the highest score (the first one, if tied)."""
+    return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+
+
+def temperature_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The deck's modified softmax: sigma(z)_i = exp(z_i / theta) / sum_j exp(z_j / theta).
+
+    theta = 1: the model's own distribution. theta < 1: sharper ("confident"). theta > 1: flatter.
+    theta = 0 is the limit, all mass on the argmax (greedy), with no division by zero.
+    We subtract the largest score first, softmax((z - max z) / theta), which is the same
+    distribution and cannot overflow even for theta = 1e-30.
+
+        temperature_softmax(tensor([2., 1., 0.]), 1.0)  -> [0.665, 0.245, 0.090]
+        temperature_softmax(tensor([2., 1., 0.]), 0.5)  -> [0.867, 0.117, 0.016]
+        temperature_softmax(tensor([2., 1., 0.]), 0.0)  -> [1., 0., 0.]
+    """
+    theta = check_temperature(temperature)
+    logits = check_logits(logits)
+    if theta == 0.0:
+        return greedy_distribution(logits)
+    shifted = logits - logits.amax(-1, keepdim=True)  # max is 0, the rest <= 0 (or -inf)
+    return torch.softmax(shifted / theta, dim=-1)
+
+
+def scale_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Temperature on the logits, for the later filters: (z - max z) / theta; theta = 0 keeps only
+    the argmax (every other score -inf)."""
+    theta = check_temperature(temperature)
+    if theta == 0.0:
+        keep = greedy_distribution(logits).bool()
+        return torch.where(keep, torch.zeros_like(logits), torch.full_like(logits, -math.inf))
+    return (logits - logits.amax(-1, keepdim=True)) / theta
+
+
+# --- 3-5. filters: each sets the scores of dropped tokens to -inf -----------------------------------
+
+
+def top_k_filter(logits: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Keep the k highest scores, set the rest to -inf.
+
+    Ties with the k-th score are all kept (so a tie can keep more than k), as in Hugging Face's
+    TopKLogitsWarper; k >= vocab keeps everything; None is off.
+
+        top_k_filter(tensor([1., 3., 2., 0.]), 2) -> [-inf, 3., 2., -inf]
+    """
+    k = check_top_k(k)
+    if k is None or k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]          # (..., 1) the k-th highest score
+    return logits.masked_fill(logits < kth, -math.inf)
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus sampling: keep the smallest set of most likely tokens whose probability reaches p.
+
+    Sort the probabilities from high to low and keep a token if the mass *before* it is still
+    below p: that includes the token whose probability carries the total across p, so at least
+    one token always survives. Tokens tied with the last one kept are kept too. p = 1 keeps all.
+
+        probs [0.5, 0.3, 0.15, 0.05], p = 0.7 -> keep 0.5 and 0.3 (0.5 < 0.7, then 0.8 >= 0.7)
+        probs [0.5, 0.3, 0.15, 0.05], p = 0.5 -> keep 0.5 only (it alone reaches 0.5)
+    """
+    p = check_top_p(p)
+    if p == 1.0:
+        return logits
+    probs = torch.softmax(logits, dim=-1)
+    sorted_probs = probs.sort(dim=-1, descending=True).values                 # (..., vocab) high to low
+    mass_before = sorted_probs.cumsum(-1) - sorted_probs                      # mass of the better tokens
+    n_keep = (mass_before < p).sum(-1, keepdim=True)                          # >= 1: the first has 0 < p
+    last_kept = sorted_probs.gather(-1, n_keep - 1)                           # (..., 1) smallest kept prob
+    return logits.masked_fill(probs < last_kept, -math.inf)                   # ties with it stay
+
+
+def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Keep tokens whose probability is at least min_p times the top token's (Nguyen et al., 2024).
+
+    Unlike top-p, the cut scales with the model's confidence: a sure model keeps few tokens,
+    an unsure one many. min_p = 0 keeps all.
+    """
+    min_p = check_min_p(min_p)
+    if min_p == 0.0:
+        return logits
+    probs = torch.softmax(logits, dim=-1)
+    return logits.masked_fill(probs < min_p * probs.amax(-1, keepdim=True), -math.inf)
+
+
+# --- all of it -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """The inference-time hyperparameters, checked when made. The defaults change nothing."""
+
+    temperature: float = 1.0          # 0 = greedy; < 1 sharper; > 1 flatter
+    top_k: int | None = None          # keep the k most likely tokens (None = all)
+    top_p: float = 1.0                # keep the nucleus holding probability p (1 = all)
+    min_p: float = 0.0                # keep tokens >= min_p x the top probability (0 = all)
+    presence_penalty: float = 0.0     # subtracted once from any token already generated
+    frequency_penalty: float = 0.0    # subtracted for every time a token was generated
+
+    def __post_init__(self):
+        object.__setattr__(self, "temperature", check_temperature(self.temperature))
+        check_top_k(self.top_k)
+        object.__setattr__(self, "top_p", check_top_p(self.top_p))
+        object.__setattr__(self, "min_p", check_min_p(self.min_p))
+        object.__setattr__(self, "presence_penalty", check_penalty(self.presence_penalty, "presence_penalty"))
+        object.__setattr__(self, "frequency_penalty", check_penalty(self.frequency_penalty, "frequency_penalty"))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def process_logits(logits: torch.Tensor, config: SamplingConfig, counts: torch.Tensor | None = None) -> torch.Tensor:
+    """Steps 1-5 on the scores: penalties -> temperature -> top-k -> top-p -> min-p. -inf = dropped."""
+    z = check_logits(logits)
+    if counts is not None and (config.presence_penalty or config.frequency_penalty):
+        z = apply_penalties(z, counts, config.presence_penalty, config.frequency_penalty)
+    elif counts is not None and counts.shape != z.shape:
+        raise ValueError(f"counts must have the logits' shape {tuple(z.shape)}; got {tuple(counts.shape)}")
+    z = scale_logits(z, config.temperature)
+    z = top_k_filter(z, config.top_k)
+    z = top_p_filter(z, config.top_p)
+    return min_p_filter(z, config.min_p)
+
+
+def next_token_distribution(logits: torch.Tensor, counts: torch.Tensor | None = None, *,
+                            config: SamplingConfig | None = None, **settings) -> torch.Tensor:
+    """The distribution the next token is drawn from, after every step (vocab,) or (batch, vocab).
+
+    Pass a SamplingConfig or its fields as keywords:
+        next_token_distribution(z, temperature=0.7, top_p=0.9)
+    """
+    if config is None:
+        config = SamplingConfig(**settings)
+    elif settings:
+        raise ValueError(f"pass either config or keyword settings, not both; got {sorted(settings)}")
+    return torch.softmax(process_logits(logits, config, counts), dim=-1)
+
+
+def sample_from(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw one token id per row: () for (vocab,) input, (batch,) for (batch, vocab)."""
+    if probs.dim() == 1:
+        return torch.multinomial(probs, 1, generator=generator)[0]
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+def entropy(probs: torch.Tensor, base: float = math.e) -> torch.Tensor:
+    """Shannon entropy -sum p log p over the last axis, with 0 log 0 = 0. base e: nats; base 2: bits.
+
+    exp(entropy in nats) is the *effective number of choices*: a uniform distribution over that
+    many tokens would be exactly as unpredictable.
+    """
+    logs = torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))
+    h = -(probs * logs).where(probs > 0, torch.zeros_like(probs)).sum(-1)
+    h = h.abs()  # each term -p log p >= 0; abs() only turns -0.0 into 0.0
+    return h / math.log(base) if base != math.e else h
+
+
+# --- the model protocol and its adapters ------------------------------------------------------------
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    """What generation and the temperature lab need from a model.
+
+    tokenizer: encode(text) -> list[int], decode(ids) -> str, vocab (list of token strings).
+    next_token_logits(ids) -> (vocab,) float scores for the token after `ids`.
+    """
+
+    tokenizer: object
+
+    def next_token_logits(self, ids: Sequence[int]) -> torch.Tensor: ...
+
+
+class NGramAdapter:
+    """An `llmcourse.ngram.NGramModel` (fitted with a tokenizer) as a LanguageModel.
+
+    Its logits are log-probabilities: softmax gives its probabilities back; a token it never saw
+    after the context has score -inf, which every step above keeps at probability 0.
+    """
+
+    def __init__(self, model, tokenizer=None):
+        self.model = model
+        self.tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+        if self.tokenizer is None:
+            raise ValueError("NGramAdapter needs a tokenizer: fit the model with NGramModel.fit_text or pass one")
+        self.name = f"{model.order}-gram model"
+        self._memo: dict[tuple[int, ...], torch.Tensor] = {}   # context -> logits (contexts repeat a lot)
+
+    def next_token_logits(self, ids: Sequence[int]) -> torch.Tensor:
+        context = tuple(ids)[max(0, len(ids) - (self.model.order - 1)):]   # all the model looks at
+        if context not in self._memo:
+            if len(self._memo) > 50_000:
+                self._memo.clear()
+            self._memo[context] = self.model.next_token_logits(list(context)).float()   # (vocab,)
+        return self._memo[context]
+
+    def empty_prompt_ids(self) -> list[int]:
+        return []  # an n-gram model predicts from an empty context: its unigram distribution
+
+
+class GPTAdapter:
+    """An `llmcourse.model.GPT` and its tokenizer as a LanguageModel, with KV-cache decoding.
+
+        adapter = GPTAdapter(model, tokenizer)
+        adapter.next_token_logits(tokenizer.encode("def "))   # (vocab,)
+    """
+
+    def __init__(self, model, tokenizer, device=None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.device = device if device is not None else next(model.parameters()).device
+        self.context_length = model.config.context_length
+        self.name = f"GPT ({model.config.n_layers} layers, width {model.config.d_model})"
+        if len(tokenizer.vocab) != model.config.vocab_size:
+            raise ValueError(f"the tokenizer has {len(tokenizer.vocab)} tokens but the model's vocab_size is "
+                             f"{model.config.vocab_size}; use the tokenizer the model was trained with")
+
+    @torch.no_grad()
+    def next_token_logits(self, ids: Sequence[int]) -> torch.Tensor:
+        if len(ids) == 0:
+            raise ValueError("a GPT needs at least one token to predict from; got an empty prompt")
+        idx = torch.tensor([list(ids)[-self.context_length:]], dtype=torch.long, device=self.device)  # (1, t)
+        return self.model(idx)[0][0, -1].float().cpu()                                                # (vocab,)
+
+    def empty_prompt_ids(self) -> list[int]:
+        """What to start from when the prompt is empty: a newline (or the first token)."""
+        vocab = self.tokenizer.vocab
+        return [vocab.index("\n") if "\n" in vocab else vocab.index(" ") if " " in vocab else 0]
+
+
+# --- decoders: the state of a batch of sequences being extended ------------------------------------
+
+
+class _RecomputeDecoder:
+    """Any LanguageModel: call next_token_logits on the whole sequence every step."""
+
+    def __init__(self, model, ids: list[list[int]]):
+        self.model, self.ids = model, [list(row) for row in ids]
+
+    def logits(self) -> torch.Tensor:                                  # (batch, vocab)
+        return torch.stack([self.model.next_token_logits(row) for row in self.ids])
+
+    def append(self, tokens: torch.Tensor) -> None:
+        for row, token in zip(self.ids, tokens.tolist()):
+            row.append(token)
+
+
+class _GPTDecoder:
+    """A GPT, batched; with use_cache, one new position per step (the KV cache).
+
+    Positions are learned and absolute, so the cache is exact only while the text fits in the
+    context window. Past it, each step recomputes the last context_length tokens, exactly what
+    decoding without a cache does.
+    """
+
+    def __init__(self, adapter: GPTAdapter, ids: list[list[int]], use_cache: bool):
+        if len({len(row) for row in ids}) != 1 or len(ids[0]) == 0:
+            raise ValueError("every sequence of a batch needs the same, non-zero number of prompt tokens")
+        self.model, self.T, self.use_cache = adapter.model, adapter.context_length, use_cache
+        self.idx = torch.tensor(ids, dtype=torch.long, device=adapter.device)   # (batch, t)
+        self.cache = None
+        self._next = None
+
+    @torch.no_grad()
+    def logits(self) -> torch.Tensor:                                  # (batch, vocab)
+        if self._next is None:
+            self._next = self._forward_prefix()
+        return self._next.float().cpu()
+
+    def _forward_prefix(self) -> torch.Tensor:
+        context = self.idx[:, -self.T:]                                 # (batch, <= T)
+        if self.use_cache and self.idx.shape[1] <= self.T:
+            logits, _, self.cache = self.model(context, return_cache=True)
+        else:
+            logits, _ = self.model(context)
+            self.cache = None
+        return logits[:, -1]
+
+    @torch.no_grad()
+    def append(self, tokens: torch.Tensor) -> None:
+        new = tokens.to(self.idx.device).view(-1, 1)                    # (batch, 1)
+        self.idx = torch.cat([self.idx, new], dim=1)
+        if self.cache is not None and self.idx.shape[1] <= self.T:      # the new position fits: cached step
+            logits, _, self.cache = self.model(new, kv_cache=self.cache, return_cache=True)
+            self._next = logits[:, -1]
+        else:
+            self._next = None                                           # recompute on demand
+
+
+def decoder(model, ids: list[list[int]], use_cache: bool = True):
+    """A decoder for `model` over a batch of prompts (lists of ids)."""
+    if isinstance(model, GPTAdapter):
+        return _GPTDecoder(model, ids, use_cache)
+    return _RecomputeDecoder(model, ids)
+
+
+# --- generation ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Generation:
+    """What `generate` returns: the new token ids (batch, new) and, per step, the distributions' entropies."""
+
+    tokens: torch.Tensor          # (batch, max_new_tokens) int64
+    entropy: torch.Tensor         # (batch, max_new_tokens) nats, of the distribution each token came from
+
+
+def generate(model, prompt_ids: Sequence[int], max_new_tokens: int, config: SamplingConfig | None = None, *,
+             generator: torch.Generator | None = None, num_samples: int = 1, use_cache: bool = True,
+             penalize_prompt: bool = False) -> Generation:
+    """Extend prompt_ids by max_new_tokens tokens, num_samples times in parallel.
+
+    prompt_ids: one prompt (a list of ids), or a batch of equal-length prompts (a list of lists).
+
+    Each step: logits -> penalties -> temperature -> top-k -> top-p -> min-p -> sample -> append.
+    generator: a seeded torch.Generator makes the samples reproducible. Greedy (temperature 0)
+    draws no random numbers. Penalties count the generated tokens (the OpenAI API's rule);
+    penalize_prompt=True counts the prompt's tokens too. use_cache: the KV cache for a GPT
+    (the same tokens, faster).
+
+        gen = generate(GPTAdapter(model, tok), tok.encode("The "), 50, SamplingConfig(temperature=0.7),
+                       generator=torch.Generator().manual_seed(0))
+        tok.decode(gen.tokens[0])
+    """
+    config = config if config is not None else SamplingConfig()
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0; got {max_new_tokens!r}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be an int >= 1; got {num_samples!r}")
+    rows = _prompt_rows(prompt_ids, num_samples)
+    num_samples = len(rows)
+    vocab_size = len(model.tokenizer.vocab)
+    if any(not 0 <= i < vocab_size for row in rows for i in row):
+        raise ValueError(f"prompt_ids must be token ids in [0, {vocab_size}); got {rows[0][:10]}")
+    state = decoder(model, rows, use_cache=use_cache)
+    counts = token_counts(rows if penalize_prompt and rows[0] else
+                          torch.zeros(num_samples, 0, dtype=torch.long), vocab_size)  # (batch, vocab)
+    tokens = torch.zeros(num_samples, max_new_tokens, dtype=torch.long)
+    entropies = torch.zeros(num_samples, max_new_tokens)
+    for step in range(max_new_tokens):
+        logits = state.logits()                                         # (batch, vocab)
+        probs = next_token_distribution(logits, counts, config=config)
+        next_ids = probs.argmax(-1) if config.greedy else sample_from(probs, generator)   # (batch,)
+        tokens[:, step] = next_ids
+        entropies[:, step] = entropy(probs)
+        counts[torch.arange(num_samples), next_ids] += 1
+        if step + 1 < max_new_tokens:
+            state.append(next_ids)
+    return Generation(tokens=tokens, entropy=entropies)
+
+
+def _prompt_rows(prompt_ids, num_samples: int) -> list[list[int]]:
+    """One prompt (a list of ids) -> num_samples copies; a batch (a list of equal-length lists) -> itself."""
+    if isinstance(prompt_ids, torch.Tensor):
+        prompt_ids = prompt_ids.tolist()
+    prompt_ids = list(prompt_ids)
+    if prompt_ids and isinstance(prompt_ids[0], (list, tuple)):
+        if num_samples != 1:
+            raise ValueError("pass either a batch of prompts or num_samples, not both")
+        if len({len(row) for row in prompt_ids}) != 1:
+            raise ValueError("a batch of prompts must have equal lengths; got lengths "
+                             f"{sorted({len(row) for row in prompt_ids})}")
+        return [[int(i) for i in row] for row in prompt_ids]
+    return [[int(i) for i in prompt_ids] for _ in range(num_samples)]
+
+
+def generate_text(model, prompt: str, max_new_tokens: int, config: SamplingConfig | None = None, *,
+                  seed: int | None = 0, **kwargs) -> str:
+    """generate() on text: the prompt's continuation as a string (one sample; seed=None: torch's global RNG)."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    gen = generate(model, model.tokenizer.encode(prompt), max_new_tokens, config, generator=generator, **kwargs)
+    return model.tokenizer.decode(gen.tokens[0].tolist())
+
+
+def encode_known(tokenizer, text: str) -> tuple[list[int], list[str]]:
+    """Encode text, dropping characters the tokenizer never saw; return (ids, the dropped characters).
+
+        encode_known(CharTokenizer("abc"), "abz") -> ([0, 1], ['z'])
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a str; got {type(text).__name__}")
+    known = set(tokenizer.vocab)
+    dropped = sorted({ch for ch in text if ch not in known})
+    return tokenizer.encode("".join(ch for ch in text if ch in known)), dropped
+
+
+# --- measuring generated text -------------------------------------------------------------------------
+
+
+def repeated_ngram_fraction(ids: Sequence[int], n: int) -> float:
+    """The share of the n-grams of `ids` that already occurred earlier in `ids` (0 = no repeats).
+
+    A text stuck in a loop ("the the the ...") scores near 1.
+
+        repeated_ngram_fraction([1, 2, 1, 2, 1, 2], 2) -> 0.6   ((1,2),(2,1) new; 3 of 5 repeats)
+    """
+    ids = list(ids.tolist() if isinstance(ids, torch.Tensor) else ids)
+    grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+    if not grams:
+        return 0.0
+    seen, repeats = set(), 0
+    for g in grams:
+        repeats += g in seen
+        seen.add(g)
+    return repeats / len(grams)
+
+
+def distinct_n(samples: Sequence[Sequence[int]], n: int) -> float:
+    """Distinct-n (Li et al., 2016): distinct n-grams / all n-grams, over a set of samples. 1 = all different."""
+    grams = [tuple(s[i:i + n]) for s in samples for i in range(len(s) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
