@@ -7,7 +7,8 @@
 Everything goes into a virtual environment in `.venv/` beside this file; nothing outside it is
 changed, except that `test` installs the Chromium browser with apt-get when it is missing and the
 script runs as root on Debian or Ubuntu (the browser tests need it). Extra arguments after `test`
-go to pytest, e.g. `python3 course.py test tests/test_data.py -x`.
+go to pytest, e.g. `python3 course.py test tests/test_data.py -x`, and after `lab` to JupyterLab,
+e.g. `python3 course.py lab --port 8890`.
 
 Environment variables:
     LLMCOURSE_TORCH   the torch requirement installed first (default: torch==2.13.0, a CPU build
@@ -78,9 +79,11 @@ def ensure_chromium() -> None:
               "sudo apt-get install chromium (or set LLMCOURSE_CHROMIUM to a Chromium binary).")
 
 
-def lab() -> None:
+def lab(lab_args: list[str]) -> None:
     install(extra="")
-    args = [venv_python(), "-m", "jupyterlab", FIRST_NOTEBOOK]
+    # Serve the whole course folder (so the file browser shows all four folders) and open unit 00.
+    args = [venv_python(), "-m", "jupyterlab", f"--ServerApp.root_dir={ROOT}",
+            f"--LabApp.default_url=/lab/tree/{FIRST_NOTEBOOK}", *lab_args]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         args.append("--allow-root")  # JupyterLab refuses to start as root otherwise
     os.chdir(ROOT)
@@ -98,7 +101,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     if argv[0] == "lab":
-        lab()
+        lab(argv[1:])
         return 0
     return test(argv[1:])
 

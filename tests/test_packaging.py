@@ -65,3 +65,21 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "python3 course.py test" in readme and "python3 course.py lab" in readme
     assert ci.strip().splitlines()[-1] == "python3 course.py test"
+
+
+def test_lab_command_serves_the_course_folder_and_opens_unit_00(monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("course_script", ROOT / "course.py")
+    course = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(course)
+    launched = {}
+    monkeypatch.setattr(course, "install", lambda extra: launched.setdefault("extra", extra))
+    monkeypatch.setattr(course.os, "execv", lambda exe, args: launched.setdefault("args", args))
+    monkeypatch.chdir(ROOT)
+    course.main(["lab", "--port", "8890"])
+    args = launched["args"]
+    assert launched["extra"] == "" and args[1:3] == ["-m", "jupyterlab"]
+    assert f"--ServerApp.root_dir={ROOT}" in args
+    assert "--LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb" in args
+    assert args[-2:] == ["--port", "8890"] and (ROOT / "notebooks" / "00_start_here.ipynb").exists()
