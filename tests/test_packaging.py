@@ -82,4 +82,5 @@ def test_lab_command_serves_the_course_folder_and_opens_unit_00(monkeypatch):
     assert launched["extra"] == "" and args[1:3] == ["-m", "jupyterlab"]
     assert f"--ServerApp.root_dir={ROOT}" in args
     assert "--LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb" in args
-    assert args[-2:] == ["--port", "8890"] and (ROOT / "notebooks" / "00_start_here.ipynb").exists()
+    assert args[args.index("--port") + 1] == "8890"
+    assert (ROOT / "notebooks" / "00_start_here.ipynb").exists()
