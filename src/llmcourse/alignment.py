@@ -1,0 +1,295 @@
+"""Post-training in miniature: instruction data, supervised fine-tuning (SFT) and DPO.
+
+Everything is tiny, synthetic and offline. A small grammar of instructions with checkable answers:
+
+    "Q: reverse abc\\nA: cba\\n"      "Q: add 3 4\\nA: 7\\n"      "Q: upper bad\\nA: BAD\\n"
+
+The deck's pipeline, one function each:
+
+    pretrained base model --SFT (sft_loss)--> instruction follower --DPO (dpo_loss)--> preferred behaviour
+
+* `sft_loss`: cross-entropy on the *answer* tokens only (the prompt is given, not learned).
+* `sequence_logprob`: log pi(y | x) = the sum of the answer tokens' log-probabilities.
+* `dpo_loss`: Direct Preference Optimization (Rafailov et al., 2023), which needs no separate reward
+  model: -log sigmoid(beta * [(log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l))]).
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from llmcourse.tokenizers import CharTokenizer
+
+LETTERS = "abcdef"                 # the words of the grammar are made of these letters
+TASKS = ("reverse", "add", "upper")
+# every character the chat format, the prose corpus and the rejected answers can use
+ALPHABET = "".join(sorted(set(LETTERS + LETTERS.upper() + "0123456789" + " .:\nQA"
+                              + "".join(TASKS) + "the of is plus makes in capitals")))
+
+
+def tokenizer() -> CharTokenizer:
+    """The character tokenizer for everything in this module (one id per character of ALPHABET)."""
+    return CharTokenizer(ALPHABET)
+
+
+# --- the grammar -----------------------------------------------------------------------------------
+
+def solve(prompt: str) -> str:
+    """The correct answer to an instruction.  "reverse abc" -> "cba", "add 3 4" -> "7", "upper ab" -> "AB"."""
+    parts = prompt.split()
+    if len(parts) == 2 and parts[0] == "reverse":
+        return parts[1][::-1]
+    if len(parts) == 2 and parts[0] == "upper":
+        return parts[1].upper()
+    if len(parts) == 3 and parts[0] == "add" and parts[1].isdigit() and parts[2].isdigit():
+        return str(int(parts[1]) + int(parts[2]))
+    raise ValueError(f"prompt must be 'reverse WORD', 'upper WORD' or 'add A B'; got {prompt!r}")
+
+
+def random_prompt(rng: random.Random) -> str:
+    """One instruction from the grammar, drawn with `rng` (a random.Random)."""
+    task = rng.choice(TASKS)
+    if task == "add":
+        return f"add {rng.randrange(10)} {rng.randrange(10)}"
+    word = "".join(rng.choice(LETTERS) for _ in range(rng.randint(2, 3)))
+    return f"{task} {word}"
+
+
+def prompts(n: int, seed: int = 0) -> list[str]:
+    """n instructions, reproducible from `seed`."""
+    if n < 1:
+        raise ValueError(f"n must be a positive int; got {n!r}")
+    rng = random.Random(seed)
+    return [random_prompt(rng) for _ in range(n)]
+
+
+def chat(prompt: str, answer: str | None = None) -> str:
+    """The chat format.  chat("add 3 4") -> "Q: add 3 4\\nA: "  (what the model continues);
+    chat("add 3 4", "7") -> "Q: add 3 4\\nA: 7\\n"  (the newline after the answer means "stop")."""
+    head = f"Q: {prompt}\nA: "
+    return head if answer is None else head + answer + "\n"
+
+
+def prose(prompt: str) -> str:
+    """The same fact as plain text, the way a pretraining corpus would say it (no Q/A format).
+    "reverse abc" -> "the reverse of abc is cba."   "add 3 4" -> "3 plus 4 makes 7." """
+    parts, answer = prompt.split(), solve(prompt)
+    if parts[0] == "add":
+        return f"{parts[1]} plus {parts[2]} makes {answer}."
+    if parts[0] == "upper":
+        return f"{parts[1]} in capitals is {answer}."
+    return f"the reverse of {parts[1]} is {answer}."
+
+
+def prose_corpus(n_facts: int, seed: int = 0) -> str:
+    """Pretraining text: n_facts random facts in prose, separated by spaces."""
+    return " ".join(prose(p) for p in prompts(n_facts, seed))
+
+
+def wrong_answer(prompt: str) -> str:
+    """A plausible wrong answer: the word not reversed / not capitalised, or the sum off by one."""
+    parts, answer = prompt.split(), solve(prompt)
+    if parts[0] == "add":
+        return str(int(answer) + 1)
+    if parts[0] == "upper":
+        return parts[1]
+    return parts[1] if parts[1] != answer else parts[1] + parts[1][0]   # a palindrome: add a letter
+
+
+def rambling_answer(prompt: str) -> str:
+    """The right answer that does not stop where it should: "cba" -> "cba is cba." """
+    return f"{solve(prompt)} is {solve(prompt)}."
+
+
+def preference_pairs(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
+    """n (prompt, chosen, rejected) triples. Chosen: the correct, concise answer. Rejected: a wrong
+    answer (half of them) or the right answer followed by rambling (the other half)."""
+    rng = random.Random(seed + 1)
+    out = []
+    for p in prompts(n, seed):
+        rejected = wrong_answer(p) if rng.random() < 0.5 else rambling_answer(p)
+        out.append((p, solve(p), rejected))
+    return out
+
+
+def on_policy_pairs(prompt_list: Sequence[str], answers: Sequence[str], seed: int = 0) -> list[tuple[str, str, str]]:
+    """Preference pairs built from a model's own answers, the way real preference data is collected:
+    where the model's answer (up to its newline) is wrong, it becomes the rejected answer; where it is
+    right, the rejected answer is a wrong or rambling one from the grammar. Chosen: the correct answer.
+
+        ["add 2 2"], ["5\n"]  ->  [("add 2 2", "4", "5")]
+    """
+    if len(prompt_list) != len(answers):
+        raise ValueError(f"prompt_list and answers must have the same length; got {len(prompt_list)} and {len(answers)}")
+    rng = random.Random(seed)
+    out = []
+    for p, a in zip(prompt_list, answers):
+        a = a.split("\n")[0]
+        if a == solve(p):
+            a = wrong_answer(p) if rng.random() < 0.5 else rambling_answer(p)
+        out.append((p, solve(p), a))
+    return out
+
+
+# --- turning chats into tensors -----------------------------------------------------------------------
+
+def encode_chats(tok: CharTokenizer, pairs: Sequence[tuple[str, str]], context_length: int):
+    """Inputs, targets and the answer mask for (prompt, answer) pairs, padded to one length.
+
+    Returns x, y (batch, time) int64 and mask (batch, time) bool, with y = x shifted by one:
+    mask[b, t] is True where y[b, t] is a token of the answer (its final newline included).
+
+        ("add 3 4", "7"):  text "Q: add 3 4\\nA: 7\\n"
+        y    = ": add 3 4\\nA: 7\\n"     mask = 0 ... 0 1 1   (only "7" and "\\n" are learned)
+    """
+    if not pairs:
+        raise ValueError("pairs must hold at least one (prompt, answer) pair")
+    rows = []
+    for prompt, answer in pairs:
+        ids = tok.encode(chat(prompt, answer))
+        n_prompt = len(tok.encode(chat(prompt)))
+        if len(ids) - 1 > context_length:
+            raise ValueError(f"context_length must be >= {len(ids) - 1} for {chat(prompt, answer)!r}; "
+                             f"got {context_length}")
+        rows.append((ids, n_prompt))
+    T = max(len(ids) - 1 for ids, _ in rows)
+    x = torch.zeros(len(rows), T, dtype=torch.long)
+    y = torch.zeros(len(rows), T, dtype=torch.long)
+    mask = torch.zeros(len(rows), T, dtype=torch.bool)
+    for b, (ids, n_prompt) in enumerate(rows):
+        n = len(ids) - 1
+        x[b, :n] = torch.tensor(ids[:-1])
+        y[b, :n] = torch.tensor(ids[1:])
+        mask[b, n_prompt - 1:n] = True       # y[t] = ids[t + 1]: answer ids start at index n_prompt
+    return x, y, mask
+
+
+# --- the losses --------------------------------------------------------------------------------------
+
+def _check_lmt(logits, targets, mask):
+    if logits.dim() != 3 or targets.shape != logits.shape[:2] or mask.shape != targets.shape:
+        raise ValueError(f"logits must be (batch, time, vocab), targets and mask (batch, time); got "
+                         f"logits {tuple(logits.shape)}, targets {tuple(targets.shape)}, mask {tuple(mask.shape)}")
+
+
+def sft_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy (nats/token) over the answer tokens only: the prompt is not learned.
+
+    logits (batch, time, vocab); targets, mask (batch, time). Equals
+    F.cross_entropy(logits.flatten(0, 1), targets.masked_fill(~mask, -100).flatten(), ignore_index=-100).
+    """
+    _check_lmt(logits, targets, mask)
+    mask = mask.bool()
+    if not mask.any():
+        raise ValueError("mask must select at least one answer token")
+    logp = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)   # (batch, time)
+    return -(logp * mask).sum() / mask.sum()
+
+
+def sequence_logprob(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log pi(answer | prompt) for each sequence: the SUM of the answer tokens' log-probabilities.
+
+    logits (batch, time, vocab); targets, mask (batch, time)  ->  (batch,), in nats (always <= 0).
+    """
+    _check_lmt(logits, targets, mask)
+    logp = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)   # (batch, time)
+    return (logp * mask.to(logp.dtype)).sum(-1)
+
+
+def model_logprob(model, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """sequence_logprob of a GPT's answers: model(x) gives the logits.  -> (batch,)"""
+    return sequence_logprob(model(x)[0], y, mask)
+
+
+def implicit_rewards(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float):
+    """DPO's implicit rewards r = beta * (log pi(y) - log pi_ref(y)) for chosen and rejected. -> (r_w, r_l)"""
+    if not (isinstance(beta, (int, float)) and beta > 0):
+        raise ValueError(f"beta must be a positive number; got {beta!r}")
+    shapes = {tuple(t.shape) for t in (policy_chosen, policy_rejected, ref_chosen, ref_rejected)}
+    if len(shapes) != 1:
+        raise ValueError(f"the four log-probability tensors must share one shape (batch,); got {sorted(shapes)}")
+    return beta * (policy_chosen - ref_chosen), beta * (policy_rejected - ref_rejected)
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float = 0.1) -> torch.Tensor:
+    """Direct Preference Optimization (Rafailov et al., 2023), averaged over the batch:
+
+        -log sigmoid( beta * [(log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l))] )
+
+    Arguments are (batch,) sequence log-probabilities (`sequence_logprob`); y_w is the chosen
+    answer, y_l the rejected one; pi_ref is the frozen model we started from. beta sets how far
+    the policy may move from pi_ref: large beta, small steps away.
+    """
+    r_w, r_l = implicit_rewards(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
+    return -F.logsigmoid(r_w - r_l).mean()
+
+
+def reward_accuracy(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float = 0.1) -> float:
+    """The fraction of pairs whose chosen answer gets the higher implicit reward (ties count as wrong)."""
+    r_w, r_l = implicit_rewards(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
+    return (r_w > r_l).double().mean().item()
+
+
+def answer_kl(model, ref_model, x: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean KL(pi || pi_ref) in nats per answer token, over the full next-token distributions at the
+    answer positions of x: how far the policy has moved from the reference where it matters."""
+    with torch.no_grad():
+        logp = model(x)[0].log_softmax(-1)              # (batch, time, vocab)
+        logq = ref_model(x)[0].log_softmax(-1)
+        kl = (logp.exp() * (logp - logq)).sum(-1)       # (batch, time)
+    return (kl * mask).sum().item() / mask.sum().item()
+
+
+# --- using the model ------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def answer(model, tok: CharTokenizer, prompt: str, max_new_tokens: int = 24) -> str:
+    """The model's greedy answer to `prompt` in the chat format, up to its first newline.
+    If it never writes a newline, the returned text has no "\\n" at the end: it did not stop."""
+    ids = tok.encode(chat(prompt))
+    out = ""
+    for _ in range(max_new_tokens):
+        context = torch.tensor([ids[-model.config.context_length:]])
+        next_id = int(model(context)[0][0, -1].argmax())
+        ids.append(next_id)
+        out += tok.vocab[next_id]
+        if out.endswith("\n"):
+            break
+    return out
+
+
+def evaluate(model, tok: CharTokenizer, prompt_list: Sequence[str], max_new_tokens: int = 24) -> dict:
+    """Greedy answers to each prompt: accuracy (exact answer, then a stop) and how often it stopped.
+
+    Gives the same answers as `answer` for each prompt, computed in batches of prompts of equal
+    length (no padding needed, so nothing changes the result), which is much faster.
+    """
+    if not prompt_list:
+        raise ValueError("prompt_list must hold at least one prompt")
+    was_training = model.training
+    model.eval()
+    answers = [""] * len(prompt_list)
+    by_length: dict[int, list[int]] = {}
+    for i, p in enumerate(prompt_list):
+        by_length.setdefault(len(tok.encode(chat(p))), []).append(i)
+    with torch.no_grad():
+        for group in by_length.values():
+            ids = torch.tensor([tok.encode(chat(prompt_list[i])) for i in group])   # (group, time)
+            done = torch.zeros(len(group), dtype=torch.bool)
+            for _ in range(max_new_tokens):
+                next_id = model(ids[:, -model.config.context_length:])[0][:, -1].argmax(-1)   # (group,)
+                for row, i in enumerate(group):
+                    if not done[row]:
+                        answers[i] += tok.vocab[int(next_id[row])]
+                done |= next_id == tok.encode("\n")[0]
+                if done.all():
+                    break
+                ids = torch.cat([ids, next_id[:, None]], dim=1)
+    model.train(was_training)
+    correct = [a == solve(p) + "\n" for p, a in zip(prompt_list, answers)]
+    return {"accuracy": sum(correct) / len(correct),
+            "stopped": sum(a.endswith("\n") for a in answers) / len(answers),
+            "answers": answers}
