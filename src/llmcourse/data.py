@@ -99,11 +99,14 @@ class MarkovSource:
     def stationary(self) -> torch.Tensor:
         """(n_contexts,): the long-run share of time spent in each context (pi = pi T)."""
         T = self.context_transitions()
-        # pi is the left eigenvector of T for eigenvalue 1: solve (T^T - I) pi = 0 with sum(pi) = 1.
+        # pi is the left eigenvector of T for eigenvalue 1: (T^T - I) pi = 0. One of those C equations
+        # is redundant, so replace the last by the normalisation sum(pi) = 1 and solve exactly.
         C = self.n_contexts
-        A = torch.cat([T.T - torch.eye(C, dtype=torch.float64), torch.ones(1, C, dtype=torch.float64)])
-        b = torch.cat([torch.zeros(C, dtype=torch.float64), torch.ones(1, dtype=torch.float64)])
-        pi = torch.linalg.lstsq(A, b.unsqueeze(1)).solution.squeeze(1)
+        A = T.T - torch.eye(C, dtype=torch.float64)
+        A[-1] = 1.0
+        b = torch.zeros(C, dtype=torch.float64)
+        b[-1] = 1.0
+        pi = torch.linalg.solve(A, b)
         return pi.clamp_min(0) / pi.clamp_min(0).sum()
 
     def entropy_rate(self) -> float:
