@@ -20,9 +20,10 @@ NOTEBOOK_BUDGET_S = float(os.environ.get("LLMCOURSE_NOTEBOOK_BUDGET_S", 60))
 _seconds: dict[str, float] = defaultdict(float)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def course_thread_count():
-    """Every test runs torch with the course's thread count, as the notebooks do (see README, Threads)."""
+    """Every test (and every module fixture) runs torch with the course's thread count, as the
+    notebooks do: two threads on a busy 2-core machine can run 30x slower (see README, Threads)."""
     before = torch.get_num_threads()
     torch.set_num_threads(default_threads())
     yield

@@ -9,7 +9,6 @@ import torch
 from llmcourse.data import python_docs
 from llmcourse.model import GPT, GPTConfig
 from llmcourse.ngram import NGramModel
-from llmcourse.runtime import default_threads
 from llmcourse.sampling import (GPTAdapter, LanguageModel, NGramAdapter, SamplingConfig, apply_penalties,
                                 decoder, distinct_n, encode_known, entropy, generate, generate_text,
                                 min_p_filter, next_token_distribution, repeated_ngram_fraction, sample_from,
@@ -19,14 +18,6 @@ from llmcourse.train import TrainConfig, train
 
 INF = math.inf
 
-
-@pytest.fixture(scope="module", autouse=True)
-def load_tolerant_threads():
-    """Two torch threads on a busy 2-core machine can run 30x slower; use the course's default."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(default_threads())
-    yield
-    torch.set_num_threads(before)
 
 
 def random_logits(seed, shape=(4, 50), scale=3.0):

@@ -11,19 +11,11 @@ import torch
 from llmcourse.checkpoints import load_pretrained
 from llmcourse.data import python_docs
 from llmcourse.ngram import NGramModel
-from llmcourse.runtime import default_threads
 from llmcourse.sampling import GPTAdapter, NGramAdapter, SamplingConfig, generate, next_token_distribution
 from llmcourse.widgets import PRESETS, TemperatureLab, bar_chart_svg, lab_for, token_label
 
 PROMPT = "The return statement "
 
-
-@pytest.fixture(scope="module", autouse=True)
-def load_tolerant_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(default_threads())
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
