@@ -27,7 +27,13 @@ scaled_dot_product_attention (on a CPU at context 64 the flash kernel beats a pl
 matmul-softmax-matmul attention, compiled or not), and the same number of threads.
 What bounds the gain: in fp32 a step of this model is dominated by matrix multiplications
 (about 63% of the time even compiled, attention 14%), which no reorganisation of the Python
-code makes faster; bfloat16 helps only on CPUs with native bf16 instructions.
+code makes faster; bfloat16 helps only on CPUs with native bf16 instructions. Two lines at the
+end make this visible:
+  * the ceiling: the speed of a step that did only its matrix multiplications (at the peak
+    measured in the same round) and its attention (PyTorch's kernel, timed in the same round),
+    with everything else free; no fp32 implementation of this model can beat it here;
+  * where the time goes: the profiler's self time of each contestant's step, split into
+    matmuls, attention, GELU and everything else.
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from llmcourse.data import python_docs
 from llmcourse.model import GPT, GPTConfig, training_flops_per_token
@@ -60,6 +67,42 @@ def matmul_peak_flops(n: int = 512, repeats: int = 10) -> float:
             a @ b
         best = max(best, 2 * n ** 3 * repeats / (time.perf_counter() - start))
     return best
+
+
+def attention_seconds(repeats: int = 5) -> float:
+    """Seconds per training step spent in causal attention itself (forward and backward through
+    PyTorch's scaled_dot_product_attention, all layers), best of a few tries."""
+    q, k, v = (torch.randn(BATCH, HEADS, CONTEXT, WIDTH // HEADS, requires_grad=True) for _ in range(3))
+    grad = torch.randn(BATCH, HEADS, CONTEXT, WIDTH // HEADS)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats * LAYERS):
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            torch.autograd.grad(out, (q, k, v), grad)  # the backward pass, without accumulating .grad
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return best
+
+
+def time_by_kind(side: "Side", steps: int = 5) -> dict:
+    """Where a training step's time goes: self CPU time per kind of operation, from the profiler."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        side.run(steps)
+    side.speeds.pop()  # a profiled run is slower: keep it out of the speed figures
+    kinds = {"matmuls": 0.0, "attention": 0.0, "GELU": 0.0, "everything else": 0.0}
+    for event in prof.key_averages():
+        name = event.key
+        if name in ("aten::mm", "aten::addmm", "aten::bmm"):
+            kind = "matmuls"
+        elif "scaled_dot_product" in name:
+            kind = "attention"
+        elif "gelu" in name:
+            kind = "GELU"
+        else:
+            kind = "everything else"
+        kinds[kind] += event.self_cpu_time_total / 1e6 / steps
+    return kinds
 
 
 def load_nanogpt(folder: str):
@@ -140,9 +183,10 @@ def main() -> None:
         side.speeds.clear()
     print(f"warm-up (including compilation): {time.perf_counter() - start:.0f} s")
 
-    peaks = []
+    peaks, attention = [], []
     for r in range(args.rounds):
         peaks.append(matmul_peak_flops())
+        attention.append(attention_seconds())
         line = [f"round {r + 1:2d}: peak {peaks[-1] / 1e9:5.1f} GFLOP/s"]
         for side in sides:
             line.append(f"{side.name} {side.run(args.steps):7,.0f}")
@@ -157,6 +201,30 @@ def main() -> None:
         mfu = statistics.median(v * side.flops_per_token / p for v, p in zip(side.speeds, peaks))
         ratio = statistics.median(a / b for a, b in zip(side.speeds, base.speeds))
         print(f"{side.name:16s} {speed:9,.0f} {mfu:6.1%}   {ratio:.2f}x")
+
+    # The ceiling: a step that did nothing but its matrix multiplications at the measured peak and
+    # its attention at PyTorch's speed, everything else (LayerNorm, GELU, residuals, loss,
+    # optimizer) free. No implementation of this model in fp32 on this machine can go faster.
+    matmul_flops = training_flops_per_token(config) - 12 * LAYERS * CONTEXT * WIDTH
+    ceilings = [BATCH * CONTEXT / (BATCH * CONTEXT * matmul_flops / p + a) for p, a in zip(peaks, attention)]
+    ceiling_ratio = statistics.median(c / b for c, b in zip(ceilings, base.speeds))
+    print(f"{'ceiling':16s} {statistics.median(ceilings):9,.0f} {'':6s}   {ceiling_ratio:.2f}x   "
+          f"(matmuls at the peak + attention, all else free)")
+
+    # Compiled kernels mix GELU, LayerNorm and additions, so only the eager contestants are split.
+    profiled = [side for side in sides if side.name != "ours (compiled)"]
+    rounds = 4
+    print(f"\nWhere a step's time goes (milliseconds per step, from the profiler, {rounds} interleaved runs "
+          f"of {args.steps} steps):")
+    kinds = {side.name: {} for side in profiled}
+    for _ in range(rounds):
+        for side in profiled:
+            for kind, seconds in time_by_kind(side, args.steps).items():
+                kinds[side.name][kind] = kinds[side.name].get(kind, 0.0) + seconds / rounds
+    for name, split in kinds.items():
+        total = sum(split.values())
+        print(f"{name:16s} " + "  ".join(f"{kind} {seconds * 1e3:5.1f} ({seconds / total:4.0%})"
+                                          for kind, seconds in split.items()))
 
 if __name__ == "__main__":
     sys.exit(main())
