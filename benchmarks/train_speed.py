@@ -31,7 +31,7 @@ code makes faster; bfloat16 helps only on CPUs with native bf16 instructions. Tw
 end make this visible:
   * the ceiling: the speed of a step that did only its matrix multiplications (at the peak
     measured in the same round) and its attention (PyTorch's kernel, timed in the same round),
-    with everything else free; no fp32 implementation of this model can beat it here;
+    with everything else free; nothing built on these kernels can beat it here;
   * where the time goes: the profiler's self time of each contestant's step, split into
     matmuls, attention, GELU and everything else.
 """
@@ -204,7 +204,7 @@ def main() -> None:
 
     # The ceiling: a step that did nothing but its matrix multiplications at the measured peak and
     # its attention at PyTorch's speed, everything else (LayerNorm, GELU, residuals, loss,
-    # optimizer) free. No implementation of this model in fp32 on this machine can go faster.
+    # optimizer) free. Nothing built on these kernels can go faster on this machine.
     matmul_flops = training_flops_per_token(config) - 12 * LAYERS * CONTEXT * WIDTH
     ceilings = [BATCH * CONTEXT / (BATCH * CONTEXT * matmul_flops / p + a) for p, a in zip(peaks, attention)]
     ceiling_ratio = statistics.median(c / b for c, b in zip(ceilings, base.speeds))
@@ -225,6 +225,7 @@ def main() -> None:
         total = sum(split.values())
         print(f"{name:16s} " + "  ".join(f"{kind} {seconds * 1e3:5.1f} ({seconds / total:4.0%})"
                                           for kind, seconds in split.items()))
+
 
 if __name__ == "__main__":
     sys.exit(main())
