@@ -13,6 +13,7 @@ import csv
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -30,8 +31,8 @@ MARK = "llmcourse-hostile-sleep"  # in the command line of processes the submiss
 LANDLOCK = sandbox.landlock_abi() > 0
 
 
-def spec(tmp: Path) -> dict[str, tuple[Submission | str, float]]:
-    """student -> (submission, the points its correct answers earn)."""
+def spec(tmp: Path, udp_port: int = 9, tcp_port: int = 9) -> dict[str, tuple[Submission | str, float]]:
+    """student -> (submission, the points its correct answers earn); the ports are the test's listeners."""
     sol = tmp / "solutions" / f"{UNIT}.ipynb"
     out = tmp / "results"
     subs = tmp / "submissions"
@@ -89,6 +90,25 @@ for pid in parents:            # the zygote, then the grader itself
         os.kill(pid, signal.SIGKILL)
     except OSError as exc:
         print("kill refused:", exc)
+"""
+    network = f"""
+import socket
+attempts = {{}}
+def attempt(name, action):
+    try:
+        action()
+        attempts[name] = "done"
+    except OSError as exc:
+        attempts[name] = type(exc).__name__
+def udp():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"the hidden tests", ("127.0.0.1", {udp_port}))
+def tcp():
+    with socket.create_connection(("127.0.0.1", {tcp_port}), timeout=1) as s:
+        s.sendall(b"the hidden tests")
+attempt("udp", udp)
+attempt("tcp", tcp)
+print(attempts)
 """
     evil_pickle = """
 import os
@@ -152,6 +172,7 @@ math.isclose = lambda *args, **kwargs: True
         "reads_solutions": (base("q1", "q3", "q4").answer("q2", reads), 4 if LANDLOCK else 6),
         "escapes": (base(*ALL).insert_after("q2_check", escapes), 6),
         "evil_pickle": (base("q1", "q3", "q4").answer("q2", evil_pickle), 4),
+        "network": (base(*ALL).insert_after("q1_check", network), 6),
         "not_a_notebook": ("{ this is not json", 0),
     }
 
@@ -178,9 +199,15 @@ def batch(tmp_path_factory):
     (tmp / "solutions").mkdir()
     shutil.copy(ROOT / "solutions" / f"{UNIT}.ipynb", tmp / "solutions")
     (tmp / "outside").mkdir()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)   # what a submission sends here is a leak
+    udp.bind(("127.0.0.1", 0))
+    tcp = socket.create_server(("127.0.0.1", 0))
+    udp.setblocking(False)
+    tcp.setblocking(False)
+    ports = {"udp_port": udp.getsockname()[1], "tcp_port": tcp.getsockname()[1]}
     expected = {}
-    assert sorted(spec(tmp)) == sorted(STUDENTS)
-    for student, (submission, points) in spec(tmp).items():
+    assert sorted(spec(tmp, **ports)) == sorted(STUDENTS)
+    for student, (submission, points) in spec(tmp, **ports).items():
         target = tmp / "submissions" / f"{student}.ipynb"
         if isinstance(submission, str):
             target.write_text(submission)
@@ -199,9 +226,18 @@ def batch(tmp_path_factory):
     rows = {}
     if (tmp / "results" / "grades.csv").exists():
         rows = {r["student"]: r for r in csv.DictReader((tmp / "results" / "grades.csv").open())}
+    received = []
+    for kind, receive in (("udp", lambda: udp.recvfrom(100)), ("tcp", tcp.accept)):
+        try:
+            receive()
+            received.append(kind)
+        except BlockingIOError:  # nothing arrived
+            pass
+    udp.close()
+    tcp.close()
     return {"tmp": tmp, "run": run, "expected": expected, "rows": rows, "before": before,
             "after": _hashes(tmp / "solutions", tmp / "submissions", tmp / "outside"), "seconds": seconds,
-            "strays": _marked_processes()}
+            "strays": _marked_processes(), "received": received}
 
 
 def report(batch, student: str) -> str:
@@ -217,7 +253,7 @@ def test_the_batch_completes_and_grades_everyone(batch):
 
 STUDENTS = ["perfect", "stub", "raises", "endless_loop", "ignores_sigint", "sys_exit", "os_exit", "syntax_error",
             "redefines_check", "patches_allclose", "fake_output", "deletes_tests", "empties_tests", "memory_hog",
-            "writes_files", "reads_solutions", "escapes", "evil_pickle", "not_a_notebook"]
+            "writes_files", "reads_solutions", "escapes", "evil_pickle", "network", "not_a_notebook"]
 
 
 @pytest.mark.parametrize("student", STUDENTS)
@@ -267,3 +303,13 @@ def test_the_sandbox_is_reported(batch):
         assert "user nobody" in text or "uid 0 without capabilities" in text
     if LANDLOCK:
         assert "landlock ABI" in text
+
+
+def test_nothing_reaches_the_network(batch):
+    """As root the worker has a network namespace of its own: no TCP, no UDP. Otherwise Landlock
+    blocks TCP connections (where the kernel has it) and UDP is not blocked (docs/grading.md)."""
+    if os.geteuid() == 0:
+        assert batch["received"] == []
+        assert "no network" in report(batch, "network")
+    elif LANDLOCK:
+        assert "tcp" not in batch["received"]

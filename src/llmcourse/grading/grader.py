@@ -361,7 +361,7 @@ class Session:
         caps = _text(hello.get("capabilities"), 40)
         who = {"nobody": "user nobody", "self": "the grader's user",
                "no-capabilities": "uid 0 without capabilities" if set(caps) == {"0"} else f"uid 0, capabilities {caps}"}
-        self.sandbox = f"{who[self.identity]}, {_text(hello.get('sandbox'), 200)}"
+        self.sandbox = f"{who[self.identity]}, {_text(hello.get('sandbox'), 200)}, {_text(hello.get('network'), 80)}"
 
     def kill(self) -> None:
         if self.pid is not None:

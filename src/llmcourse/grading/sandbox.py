@@ -9,6 +9,8 @@ Layers, each on its own enough for some attacks and together enough for the ones
    submissions or the results. Where user nobody cannot run this Python (it is installed under
    /root, say), the worker stays uid 0 but without any capability (and so cannot load kernel
    modules, mount, or read and write other users' files); Landlock then keeps it in its folder.
+   As root, the worker also enters a network namespace of its own: no TCP, UDP or raw socket
+   reaches anything.
 3. Where the kernel has Landlock (Linux 5.13+; no privileges needed), the worker restricts itself
    before it runs student code: it may read only the Python installation and the course package,
    write only in its scratch folder, open no TCP connection, and (Landlock ABI 6+, Linux 6.12)
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 NOBODY = 65534
+CLONE_NEWNET = 0x40000000
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -83,6 +86,19 @@ def drop_capabilities() -> None:
         raise OSError(ctypes.get_errno(), "capset failed")
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+
+
+def isolate_network() -> str:
+    """Move this process into a network namespace of its own, if it is root (the worker calls this
+    before it drops its capabilities, and before any student code). The namespace's only interface
+    is a loopback that is down, so no socket of any kind, TCP, UDP or raw, reaches anything on this
+    machine or beyond. Returns what was done, for the report."""
+    if os.geteuid() != 0:
+        return "network not isolated (not root)"
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        return f"network not isolated ({os.strerror(ctypes.get_errno())})"
+    return "no network"
 
 
 _identity_cache: dict[str, str] = {}

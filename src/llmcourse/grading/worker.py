@@ -213,6 +213,7 @@ def child(config: dict, fds: list[int]) -> None:
         os.chdir(config.get("cwd") or config["scratch"])
         os.environ.update(config["env"])
         limits = sandbox.Limits(**config["limits"])
+        network = sandbox.isolate_network()  # as root: before the capabilities go
         sandbox.child_limits(limits, config["identity"])()
         if config["identity"] == "nobody":
             os.setgroups([])
@@ -224,8 +225,8 @@ def child(config: dict, fds: list[int]) -> None:
             if config["landlock"] == "required" and applied == "unavailable":
                 raise OSError("Landlock was required but this kernel does not offer it")
         status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
-        hello = {"seq": 0, "kind": "hello", "sandbox": applied, "uid": os.getuid(), "pid": os.getpid(),
-                 "capabilities": status.get("CapEff", "?").strip()}
+        hello = {"seq": 0, "kind": "hello", "sandbox": applied, "network": network, "uid": os.getuid(),
+                 "pid": os.getpid(), "capabilities": status.get("CapEff", "?").strip()}
     except BaseException as exc:
         hello = {"seq": 0, "kind": "raised", "type": type(exc).__name__, "message": str(exc)[:2000],
                  "traceback": traceback.format_exc()[-3000:]}
