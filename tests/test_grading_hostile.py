@@ -31,6 +31,17 @@ MARK = "llmcourse-hostile-sleep"  # in the command line of processes the submiss
 LANDLOCK = sandbox.landlock_abi() > 0
 
 
+ATTEMPT = """
+attempts = {}
+def attempt(name, action):
+    try:
+        action()
+        attempts[name] = "done"
+    except Exception as exc:
+        attempts[name] = type(exc).__name__
+"""  # the start of a submission that tries forbidden things and records what happened
+
+
 def spec(tmp: Path, udp_port: int = 9, tcp_port: int = 9) -> dict[str, tuple[Submission | str, float]]:
     """student -> (submission, the points its correct answers earn); the ports are the test's listeners."""
     sol = tmp / "solutions" / f"{UNIT}.ipynb"
@@ -41,15 +52,8 @@ def spec(tmp: Path, udp_port: int = 9, tcp_port: int = 9) -> dict[str, tuple[Sub
         return Submission.from_unit(sol, ROOT / "exercises" / f"{UNIT}.ipynb").solve(*solved)
 
     outside = tmp / "outside"
-    writes = f"""
+    writes = ATTEMPT + f"""
 import os, pathlib, shutil
-attempts = {{}}
-def attempt(name, action):
-    try:
-        action()
-        attempts[name] = "done"
-    except Exception as exc:
-        attempts[name] = type(exc).__name__
 attempt("overwrite solution", lambda: pathlib.Path({str(sol)!r}).write_text("{{}}"))
 attempt("new file in solutions", lambda: pathlib.Path({str(sol.parent / 'evil.py')!r}).write_text("x"))
 attempt("delete solution", lambda: os.remove({str(sol)!r}))
@@ -91,15 +95,8 @@ for pid in parents:            # the zygote, then the grader itself
     except OSError as exc:
         print("kill refused:", exc)
 """
-    network = f"""
+    network = ATTEMPT + f"""
 import socket
-attempts = {{}}
-def attempt(name, action):
-    try:
-        action()
-        attempts[name] = "done"
-    except OSError as exc:
-        attempts[name] = type(exc).__name__
 def udp():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.sendto(b"the hidden tests", ("127.0.0.1", {udp_port}))
