@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from llmcourse.exercises import (BEGIN_HIDDEN, BEGIN_SOLUTION, NotebookError, generate, main, make_exercise,
+from llmcourse.course.exercises import (BEGIN_HIDDEN, BEGIN_SOLUTION, NotebookError, generate, main, make_exercise,
                                  read_notebook, serialise, validate_solution)
 
 ROOT = Path(__file__).resolve().parents[1]

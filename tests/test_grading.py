@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-from llmcourse.exercises import make_exercise
-from llmcourse.grading import main, wire
-from llmcourse.grading.grader import find_solution, grade_batch, load_unit, plan
-from llmcourse.grading.mock import Submission
-from llmcourse.grading.sandbox import Limits
+from llmcourse.course.exercises import make_exercise
+from llmcourse.course.grading import main, wire
+from llmcourse.course.grading.grader import find_solution, grade_batch, load_unit, plan
+from llmcourse.course.grading.mock import Submission
+from llmcourse.course.grading.sandbox import Limits
 
 ROOT = Path(__file__).resolve().parents[1]
 

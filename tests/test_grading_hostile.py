@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from llmcourse.grading import sandbox
-from llmcourse.grading.mock import Submission
+from llmcourse.course.grading import sandbox
+from llmcourse.course.grading.mock import Submission
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = "00_start_here"
@@ -213,7 +213,7 @@ def batch(tmp_path_factory):
         expected[student] = points
     before = _hashes(tmp / "solutions", tmp / "submissions", tmp / "outside")
     start = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "llmcourse.grading", "--unit", UNIT, str(tmp / "submissions"),
+    run = subprocess.run([sys.executable, "-m", "llmcourse.course.grading", "--unit", UNIT, str(tmp / "submissions"),
                           "--out", str(tmp / "results"), "--solutions", str(tmp / "solutions"),
                           "--cell-timeout", "3", "--total-timeout", "60", "--memory", "3G"],
                          capture_output=True, text=True, timeout=600, cwd=tmp,

@@ -16,9 +16,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from llmcourse.grading.grader import grade_batch, load_unit
-from llmcourse.grading.mock import Submission
-from llmcourse.grading.sandbox import Limits
+from llmcourse.course.grading.grader import grade_batch, load_unit
+from llmcourse.course.grading.mock import Submission
+from llmcourse.course.grading.sandbox import Limits
 
 pytest.importorskip("nbgrader")
 

@@ -23,7 +23,7 @@ import nbformat
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from llmcourse.slides import build_slides, main
+from llmcourse.course.slides import build_slides, main
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "slides_demo.ipynb"
@@ -228,14 +228,14 @@ def test_invalid_notebook_is_named_in_the_error(tmp_path, content):
     broken = tmp_path / "lessons" / "broken.ipynb"
     broken.parent.mkdir()
     broken.write_text(content, encoding="utf-8")
-    with pytest.raises(ValueError, match="broken.ipynb: not a valid notebook"):
+    with pytest.raises(ValueError, match="broken.ipynb: not a valid Jupyter notebook"):
         build_slides(broken.parent, tmp_path / "out", tmp_path / "vendor")
 
 
 def test_command_line_reports_invalid_notebook(tmp_path, capsys):
     (tmp_path / "broken.ipynb").write_text("{", encoding="utf-8")
     assert main(["--lessons", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
-    assert "broken.ipynb: not a valid notebook" in capsys.readouterr().err
+    assert "broken.ipynb: not a valid Jupyter notebook" in capsys.readouterr().err
 
 
 def test_deck_that_would_use_the_network_is_refused(tmp_path, vendor_dir):

@@ -1,9 +1,17 @@
 """llmcourse: the helper library of a hands-on course in how large language models work.
 
-The library mirrors the course, one module per concept: `runtime` (seeds, device, threads),
-`plots` (one visual style), `data` (a real corpus and a synthetic source with a known entropy
-rate), `checks` (the instant feedback of the exercises), `exercises` (student notebooks
-generated from the solutions) and `slides` (offline HTML decks).
+The library mirrors the course, one module per concept, in the order the units teach them:
+`data` (a real corpus and a synthetic source with a known entropy rate), `ngram` (counting
+language models), `tokenizers`, `embeddings`, `attention`, `multihead`, `model` (a GPT and its
+counts), `train`, `checkpoints`, `optim`, `search` (hyperparameter search and scaling laws),
+`sampling` (scores to a next-token distribution), `generation` (decoding with a KV cache),
+`widgets` (the temperature lab), `context`, `moe`, `distill`, `alignment` and `interpret`;
+`runtime` (seeds, device, threads) and `plots` (one visual style) serve them all, and `checks`
+holds the exercises' instant feedback, one module per unit.
+
+The course's tooling (the exercise generator, the slide builder, the notebook executor, the
+grader and the unit table) lives apart, in `llmcourse.course`; its commands run as
+`python -m llmcourse COMMAND`.
 
 Every notebook starts with::
 

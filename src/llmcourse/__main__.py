@@ -11,9 +11,9 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = {"exercises": "llmcourse.exercises", "slides": "llmcourse.slides",
-            "execute": "llmcourse.notebooks", "envcheck": "llmcourse.envcheck",
-            "grade": "llmcourse.grading"}
+COMMANDS = {"exercises": "llmcourse.course.exercises", "slides": "llmcourse.course.slides",
+            "execute": "llmcourse.course.execute", "envcheck": "llmcourse.course.envcheck",
+            "grade": "llmcourse.course.grading"}
 
 
 def main(argv: list[str]) -> int:

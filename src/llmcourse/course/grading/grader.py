@@ -42,8 +42,11 @@ from typing import Any
 
 import nbformat
 
-from llmcourse.grading import sandbox, wire
-from llmcourse.grading.sandbox import Limits
+from llmcourse.course import units
+from llmcourse.course.exercises import validate_solution
+from llmcourse.course.grading import sandbox, wire
+from llmcourse.course.notebook import nbgrader, question_id, read_notebook
+from llmcourse.course.grading.sandbox import Limits
 
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 MAX_RESTARTS = 6
@@ -78,12 +81,6 @@ class Unit:
     @property
     def test_ids(self) -> dict[str, Test]:
         return {t.grade_id: t for t in self.tests}
-
-
-def _nbgrader(cell: Any) -> dict:
-    meta = cell.get("metadata", {}) if isinstance(cell, dict) else {}
-    meta = meta.get("nbgrader", {}) if isinstance(meta, dict) else {}
-    return meta if isinstance(meta, dict) else {}
 
 
 def python_source(source: str) -> str:
@@ -129,22 +126,25 @@ def _title(markdown: str, fallback: str) -> str:
     return fallback
 
 
-def find_solution(unit: str, solutions_dir: Path) -> Path:
-    """solutions/<unit>.ipynb, also from a unit number alone ("00" -> 00_start_here)."""
+def find_solution(name: str, solutions_dir: Path) -> Path:
+    """solutions/<unit>.ipynb for a unit named by its stem or number ("00" -> 00_start_here)."""
     solutions_dir = Path(solutions_dir)
-    exact = solutions_dir / f"{unit.removesuffix('.ipynb')}.ipynb"
+    exact = solutions_dir / f"{name.removesuffix('.ipynb')}.ipynb"
     if exact.is_file():
         return exact
-    matches = sorted(solutions_dir.glob(f"{unit}_*.ipynb"))
-    if len(matches) == 1:
-        return matches[0]
+    try:
+        path = units.unit(name).path("solutions", solutions_dir.parent)
+        found = solutions_dir / path.name
+    except KeyError:
+        found = None
+    if found is not None and found.is_file():
+        return found
     known = ", ".join(p.stem for p in sorted(solutions_dir.glob("*.ipynb"))) or "none"
-    raise FileNotFoundError(f"no solutions notebook for unit {unit!r} in {solutions_dir} (units there: {known})")
+    raise FileNotFoundError(f"no solutions notebook for unit {name!r} in {solutions_dir} (units there: {known})")
 
 
 def load_unit(solution_path: Path) -> Unit:
     """Read a solutions notebook, check its nbgrader metadata, and run its non-test cells here."""
-    from llmcourse.exercises import read_notebook, validate_solution
     solution_path = Path(solution_path)
     nb = read_notebook(solution_path)
     validate_solution(nb, solution_path)
@@ -152,7 +152,7 @@ def load_unit(solution_path: Path) -> Unit:
     trusted: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins,
                                "display": lambda *a, **k: None, "get_ipython": _NoShell}
     for index, cell in enumerate(nb.cells):
-        meta = _nbgrader(cell)
+        meta = nbgrader(cell)
         if cell.cell_type == "markdown":
             heading = cell.source
             continue
@@ -160,11 +160,11 @@ def load_unit(solution_path: Path) -> Unit:
             continue
         if meta.get("grade") and not meta.get("solution"):
             grade_id = meta["grade_id"]
-            tests.append(Test(grade_id, grade_id.split("_")[0], _title(heading, grade_id),
+            tests.append(Test(grade_id, question_id(grade_id), _title(heading, grade_id),
                               float(meta["points"]), cell.source))
             continue
         if meta.get("solution"):
-            answer_ids[meta["grade_id"]] = meta["grade_id"].split("_")[0]
+            answer_ids[meta["grade_id"]] = question_id(meta["grade_id"])
             answer_names |= bound_names(cell.source)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             try:
@@ -258,7 +258,7 @@ class Launcher:
         errors = open(self.home / "zygote.log", "w+b")
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "llmcourse.grading.worker", "--zygote", str(child.fileno())],
+                [sys.executable, "-m", "llmcourse.course.grading.worker", "--zygote", str(child.fileno())],
                 cwd=self.home, env=env, stdin=subprocess.DEVNULL, stdout=errors, stderr=errors,
                 pass_fds=(child.fileno(),), start_new_session=True)
         finally:
@@ -606,7 +606,7 @@ def plan(unit: Unit, nb: nbformat.NotebookNode) -> tuple[list[tuple[str, Any]], 
     for index, cell in enumerate(nb.cells):
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
-        meta = _nbgrader(cell)
+        meta = nbgrader(cell)
         grade_id = meta.get("grade_id")
         if isinstance(grade_id, str) and grade_id in tests:
             if grade_id not in placed:
@@ -839,7 +839,7 @@ def grade_batch(unit: Unit, submissions: Path, out: Path, limits: Limits = Limit
     The solutions folder, the results folder and the submissions are always protected (hashed before
     and after each submission); `protect` adds more ({label: path}).
     """
-    from llmcourse.grading import report
+    from llmcourse.course.grading import report
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     protected = {"solutions": unit.path.parent, "results": out, "submissions": Path(submissions), **(protect or {})}

@@ -1,6 +1,6 @@
 """Make submissions to try the grader on: the handed-out exercise, with chosen answers filled in.
 
-    from llmcourse.grading.mock import Submission
+    from llmcourse.course.grading.mock import Submission
     sub = Submission.from_unit("solutions/00_start_here.ipynb", "exercises/00_start_here.ipynb")
     sub.solve("q1", "q3").answer("q2", "def softmax(logits):\\n    return logits").save("bob.ipynb")
 
@@ -14,9 +14,7 @@ from pathlib import Path
 
 import nbformat
 
-
-def _meta(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {})
+from llmcourse.course.notebook import BEGIN_SOLUTION, END_SOLUTION, nbgrader, question_id, read_notebook
 
 
 class Submission:
@@ -28,34 +26,33 @@ class Submission:
 
     @classmethod
     def from_unit(cls, solution_path: Path | str, exercise_path: Path | str) -> "Submission":
-        return cls(nbformat.read(exercise_path, as_version=4), nbformat.read(solution_path, as_version=4))
+        return cls(read_notebook(exercise_path), read_notebook(solution_path))
 
     # --- finding cells ----------------------------------------------------------------------------
     def _index(self, grade_id: str) -> int:
         for index, cell in enumerate(self.nb.cells):
-            if _meta(cell).get("grade_id") == grade_id:
+            if nbgrader(cell).get("grade_id") == grade_id:
                 return index
         raise KeyError(f"no cell with grade_id {grade_id!r}")
 
     def answer_id(self, question: str) -> str:
         """The grade_id of a question's answer cell ("q2" -> "q2_softmax")."""
         for cell in self.solution.cells:
-            meta = _meta(cell)
-            if meta.get("solution") and meta.get("grade_id", "").split("_")[0] == question:
+            meta = nbgrader(cell)
+            if meta.get("solution") and question_id(meta.get("grade_id", "")) == question:
                 return meta["grade_id"]
         raise KeyError(f"no answer cell for question {question!r}")
 
     def test_ids(self) -> list[str]:
-        return [_meta(c)["grade_id"] for c in self.solution.cells if _meta(c).get("grade") and not _meta(c).get("solution")]
+        return [nbgrader(c)["grade_id"] for c in self.solution.cells if nbgrader(c).get("grade") and not nbgrader(c).get("solution")]
 
     # --- editing ----------------------------------------------------------------------------------
     def solve(self, *questions: str) -> "Submission":
         """Paste the solution's answer cell (markers removed) for each question."""
         for question in questions:
             grade_id = self.answer_id(question)
-            source = next(c.source for c in self.solution.cells if _meta(c).get("grade_id") == grade_id)
-            lines = [line for line in source.splitlines() if "### BEGIN SOLUTION" not in line
-                     and "### END SOLUTION" not in line]
+            source = next(c.source for c in self.solution.cells if nbgrader(c).get("grade_id") == grade_id)
+            lines = [line for line in source.splitlines() if BEGIN_SOLUTION not in line and END_SOLUTION not in line]
             self.nb.cells[self._index(grade_id)].source = "\n".join(lines)
         return self
 

@@ -29,11 +29,8 @@ def _bytes(text: str) -> int:
 
 
 def _default_solutions() -> Path:
-    here = Path("solutions")
-    if here.is_dir():
-        return here
-    import llmcourse
-    return Path(llmcourse.__file__).resolve().parents[2] / "solutions"
+    from llmcourse.course.units import course_root
+    return course_root() / "solutions"
 
 
 def _loaded_course_modules() -> dict[str, Path]:
@@ -67,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="refuse to grade where the kernel has no Landlock")
     args = parser.parse_args(argv)
 
-    from llmcourse.grading import sandbox
-    from llmcourse.grading.grader import find_solution, grade_batch, load_unit
+    from llmcourse.course.grading import sandbox
+    from llmcourse.course.grading.grader import find_solution, grade_batch, load_unit
 
     if args.cell_timeout <= 0 or args.total_timeout <= 0:
         parser.error("time limits must be positive")

@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from llmcourse.exercises import read_notebook, serialise
+from llmcourse.course.notebook import read_notebook, serialise
 
 # "widgets" holds the final state of widgets (e.g. finished progress bars), so a reader sees them as they ended.
 KEEP_NOTEBOOK_METADATA = {"kernelspec", "language_info", "nbgrader", "llmcourse", "celltoolbar", "rise", "widgets", "title"}
@@ -28,7 +28,6 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         if key not in KEEP_NOTEBOOK_METADATA:
             del nb.metadata[key]
     nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-    nb.metadata.pop("language_info", None)
     for cell in nb.cells:
         for key in DROP_CELL_METADATA & set(cell.metadata):
             del cell.metadata[key]

@@ -10,7 +10,7 @@ decks open from disk with no network.
 
 Usage::
 
-    python -m llmcourse.slides [--lessons lessons] [--out build/slides]
+    python -m llmcourse slides [--lessons lessons] [--out build/slides]
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ from pathlib import Path, PurePosixPath
 
 import nbformat
 from nbconvert import SlidesExporter
+
+from llmcourse.course import units
+from llmcourse.course.notebook import read_notebook
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 TEMPLATE_NAME = "offline_reveal"
@@ -121,23 +124,9 @@ def build_slides(
     exporter = make_exporter()
     titles = {}
     for path, notebook in notebooks.items():
-        titles[write_deck(exporter, path, notebook, out_dir)] = deck_title(notebook)
+        titles[write_deck(exporter, path, notebook, out_dir)] = deck_title(path, notebook)
     write_index(out_dir, titles)
     return list(titles)
-
-
-def read_notebook(path: Path) -> nbformat.NotebookNode:
-    """Read and validate a notebook, naming the file in the error if it is broken."""
-    try:
-        notebook = nbformat.read(path, as_version=4)
-        nbformat.validate(notebook)
-    # On malformed files nbformat raises any of these, depending on what is wrong.
-    except (ValueError, TypeError, AttributeError, KeyError, nbformat.ValidationError) as error:
-        first_line = str(error).strip().split("\n")[0]
-        raise ValueError(
-            f"{path}: not a valid notebook: {type(error).__name__}: {first_line}"
-        ) from error
-    return notebook
 
 
 def make_exporter() -> SlidesExporter:
@@ -185,8 +174,14 @@ def external_resources(page: str) -> list[str]:
     return _EXTERNAL_RESOURCE.findall(page)
 
 
-def deck_title(notebook: nbformat.NotebookNode) -> str | None:
-    """The notebook's title: its ``title`` metadata, else its first top-level heading."""
+def deck_title(path: Path, notebook: nbformat.NotebookNode) -> str | None:
+    """The deck's title: "NN · Title" from the unit table for a course unit, else the
+    notebook's ``title`` metadata, else its first top-level heading."""
+    try:
+        unit = units.unit(path.stem)
+        return f"{unit.number} · {unit.title}"
+    except KeyError:
+        pass
     if notebook.metadata.get("title"):
         return str(notebook.metadata["title"])
     for cell in notebook.cells:
@@ -274,7 +269,7 @@ def extract_tarball(tarball: Path, target: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Command line: build the slides and print where they are."""
     parser = argparse.ArgumentParser(
-        prog="python -m llmcourse.slides",
+        prog="python -m llmcourse slides",
         description="Build every lesson notebook into an offline HTML slide deck.",
     )
     parser.add_argument("--lessons", default="lessons", help="folder of *.ipynb (default: lessons)")

@@ -1,6 +1,6 @@
 """The student's side of grading: a process that runs one submission's cells and answers calls.
 
-The grader starts one *zygote* per batch (`python -m llmcourse.grading.worker --zygote FD`) that
+The grader starts one *zygote* per batch (`python -m llmcourse.course.grading.worker --zygote FD`) that
 imports torch and the course once; for each submission it forks a worker, which enters its
 sandbox (own session, limits, user nobody or no capabilities, Landlock), says hello, then serves
 requests over two pipes until the grader closes them or kills it:
@@ -40,7 +40,7 @@ class _NoIPython:
 
 class Worker:
     def __init__(self, request_fd: int, reply_fd: int) -> None:
-        from llmcourse.grading import wire
+        from llmcourse.course.grading import wire
         self.wire = wire
         self.request_fd, self.reply_fd = request_fd, reply_fd
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins,
@@ -192,12 +192,12 @@ def _preload() -> None:
     import llmcourse  # noqa: F401
     import llmcourse.checks.core  # noqa: F401
     import llmcourse.plots  # noqa: F401
-    from llmcourse.grading import sandbox, wire  # noqa: F401
+    from llmcourse.course.grading import sandbox, wire  # noqa: F401
 
 
 def child(config: dict, fds: list[int]) -> None:
     """In a freshly forked child of the zygote: enter the sandbox, say hello, serve. Never returns."""
-    from llmcourse.grading import sandbox, wire
+    from llmcourse.course.grading import sandbox, wire
     request_fd, reply_fd, log_fd = fds
     try:
         os.setsid()
@@ -242,7 +242,7 @@ def child(config: dict, fds: list[int]) -> None:
 def zygote(sock_fd: int) -> int:
     """Serve the grader: for each request (a config and three file descriptors), fork a worker."""
     import socket
-    from llmcourse.grading import sandbox
+    from llmcourse.course.grading import sandbox
     sock = socket.socket(fileno=sock_fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sandbox.become_subreaper()  # orphans of the workers come to us, and the grader can find them
@@ -276,7 +276,7 @@ def zygote(sock_fd: int) -> int:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--zygote"]:
         return zygote(int(argv[1]))
-    print("usage: python -m llmcourse.grading.worker --zygote FD (started by the grader)", file=sys.stderr)
+    print("usage: python -m llmcourse.course.grading.worker --zygote FD (started by the grader)", file=sys.stderr)
     return 2
 
 

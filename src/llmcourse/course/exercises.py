@@ -23,29 +23,11 @@ from pathlib import Path
 
 import nbformat
 
-BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
-BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+from llmcourse.course.notebook import (BEGIN_HIDDEN, BEGIN_SOLUTION, END_HIDDEN, END_SOLUTION, NotebookError,
+                                       nbgrader, read_notebook, serialise)
+
 DEFAULT_HINT = "replace this line with your solution"
 STAMP = "llmcourse"  # key of the notebook metadata that holds the fingerprint
-
-
-class NotebookError(ValueError):
-    """A notebook that cannot be turned into an exercise; the message names file and cell."""
-
-
-def read_notebook(path: Path) -> nbformat.NotebookNode:
-    """Read and validate a notebook, or raise NotebookError naming the file."""
-    try:
-        nb = nbformat.read(path, as_version=4)
-        nbformat.validate(nb)
-    except Exception as exc:
-        raise NotebookError(f"{path}: not a valid Jupyter notebook ({type(exc).__name__}: {exc})") from exc
-    return nb
-
-
-def serialise(nb: nbformat.NotebookNode) -> str:
-    """The exact text a notebook is saved as (sorted keys, one-space indent, final newline)."""
-    return nbformat.writes(nb) + "\n"
 
 
 def _regions(lines: list[str], begin: str, end: str, where: str) -> list[tuple[int, int]]:
@@ -74,8 +56,8 @@ def validate_solution(nb: nbformat.NotebookNode, path: Path | str) -> None:
         lines = cell.source.splitlines()
         solutions = _regions(lines, BEGIN_SOLUTION, END_SOLUTION, where)
         hidden = _regions(lines, BEGIN_HIDDEN, END_HIDDEN, where)
-        meta = cell.metadata.get("nbgrader")
-        if meta is None:
+        meta = nbgrader(cell)
+        if not meta:
             if solutions or hidden:
                 raise NotebookError(f"{where}: has solution or hidden-test markers but no nbgrader metadata "
                                     "(metadata.nbgrader with schema_version 3, grade_id, solution/grade)")
@@ -97,7 +79,7 @@ def validate_solution(nb: nbformat.NotebookNode, path: Path | str) -> None:
                                 f"'{BEGIN_SOLUTION}' ... '{END_SOLUTION}'")
         if hidden and not meta.get("grade"):
             raise NotebookError(f"{where} ({grade_id}): hidden tests belong in a graded test cell (grade: true)")
-    if not any(c.metadata.get("nbgrader", {}).get("grade") for c in nb.cells):
+    if not any(nbgrader(c).get("grade") for c in nb.cells):
         raise NotebookError(f"{path}: has no graded test cell (nbgrader grade: true with points)")
 
 

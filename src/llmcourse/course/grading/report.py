@@ -10,7 +10,7 @@ import csv
 import json
 from pathlib import Path
 
-from llmcourse.grading.grader import SubmissionResult, Unit
+from llmcourse.course.grading.grader import SubmissionResult, Unit
 
 
 def _number(x: float) -> float | int:
