@@ -4,8 +4,11 @@
 `metadata.nbgrader` (`schema_version: 3`, a unique `grade_id`, `points` on test cells), solution
 code sits between `### BEGIN SOLUTION` and `### END SOLUTION`, and hidden tests between
 `### BEGIN HIDDEN TESTS` and `### END HIDDEN TESTS`. The generated `exercises/NN_topic.ipynb` is
-the same notebook with each solution replaced by a stub that raises NotImplementedError with a
-hint (the text after `BEGIN SOLUTION hint:`), hidden tests removed and outputs cleared.
+the same notebook with each solution replaced by a neutral stub (a NotImplementedError that names
+the question and says how to ask for a hint: the hints live in the unit's checks module, given one
+step at a time by `check.hint("qN")`), each manually graded markdown answer replaced by
+"YOUR ANSWER HERE", hidden tests removed and outputs cleared. Nothing of the solution, not even a
+hint, is copied into the exercise.
 
 A generated notebook records a fingerprint of itself, so the generator can tell an untouched
 exercise (safe to regenerate) from one a student has worked in (never overwritten without
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -24,9 +28,9 @@ from pathlib import Path
 import nbformat
 
 from llmcourse.course.notebook import (BEGIN_HIDDEN, BEGIN_SOLUTION, END_HIDDEN, END_SOLUTION, NotebookError,
-                                       nbgrader, read_notebook, serialise)
+                                       nbgrader, question_id, read_notebook, serialise)
 
-DEFAULT_HINT = "replace this line with your solution"
+MANUAL_ANSWER = "YOUR ANSWER HERE"
 STAMP = "llmcourse"  # key of the notebook metadata that holds the fingerprint
 
 
@@ -83,14 +87,18 @@ def validate_solution(nb: nbformat.NotebookNode, path: Path | str) -> None:
         raise NotebookError(f"{path}: has no graded test cell (nbgrader grade: true with points)")
 
 
-def _stub(marker_line: str, cell_type: str) -> list[str]:
-    """What replaces a solution: a NotImplementedError carrying the hint, at the marker's indent."""
+def stub_message(question: str) -> str:
+    """The neutral text of a stub's NotImplementedError: the question and how to ask for help."""
+    return f"{question}: your code goes here. Stuck? check.hint('{question}') gives a hint, one step at a time."
+
+
+def _stub(marker_line: str, cell_type: str, question: str) -> list[str]:
+    """What replaces a solution: a neutral NotImplementedError at the marker's indent (the text
+    after the marker, if any, is ignored: hints live in the checks module, not in the notebook)."""
     if cell_type == "markdown":
-        return ["YOUR ANSWER HERE"]
+        return [MANUAL_ANSWER]
     indent = marker_line[: len(marker_line) - len(marker_line.lstrip())]
-    hint = marker_line.split(BEGIN_SOLUTION, 1)[1].strip()
-    hint = hint[len("hint:"):].strip() if hint.lower().startswith("hint:") else hint
-    return [f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError({(hint or DEFAULT_HINT)!r})"]
+    return [f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError({stub_message(question)!r})"]
 
 
 def _replace_regions(lines: list[str], regions: list[tuple[int, int]], make) -> list[str]:
@@ -116,8 +124,12 @@ def make_exercise(solution: nbformat.NotebookNode, source_name: str) -> nbformat
         where = f"{source_name}, cell {index}"
         solutions = _regions(lines, BEGIN_SOLUTION, END_SOLUTION, where)
         hidden = _regions(lines, BEGIN_HIDDEN, END_HIDDEN, where)
-        if solutions or hidden:  # other cells stay exactly as they are
-            lines = _replace_regions(lines, solutions, lambda marker, kind=cell.cell_type: _stub(marker, kind))
+        question = question_id(str(nbgrader(cell).get("grade_id", "")))
+        if cell.cell_type == "markdown" and nbgrader(cell).get("solution") and not solutions:
+            cell.source = MANUAL_ANSWER  # a free-text answer graded by hand: the model answer goes
+        elif solutions or hidden:  # other cells stay exactly as they are
+            lines = _replace_regions(lines, solutions,
+                                     lambda marker, kind=cell.cell_type: _stub(marker, kind, question))
             lines = _replace_regions(lines, _regions(lines, BEGIN_HIDDEN, END_HIDDEN, where), lambda marker: [])
             cell.source = "\n".join(lines)
         if cell.cell_type == "code":
@@ -126,6 +138,44 @@ def make_exercise(solution: nbformat.NotebookNode, source_name: str) -> nbformat
     nb.metadata.pop(STAMP, None)
     nb.metadata[STAMP] = {"generated_from": source_name, "fingerprint": fingerprint(nb)}
     return nb
+
+
+def question_points(nb: nbformat.NotebookNode) -> dict[str, float]:
+    """Points per question ('q3' -> 4.0), summed over its graded cells (test cells and manually
+    graded answers), in notebook order."""
+    points: dict[str, float] = {}
+    for cell in nb.cells:
+        meta = nbgrader(cell)
+        if meta.get("grade"):
+            question = question_id(str(meta.get("grade_id", "")))
+            points[question] = points.get(question, 0.0) + float(meta.get("points", 0))
+    return points
+
+
+KINDS = ("build", "experiment", "interpret")
+
+
+def question_mix(points: dict[str, float], kinds: dict[str, str]) -> dict[str, tuple[int, float]]:
+    """How many questions of each kind a unit has and what they are worth: kind -> (count, points).
+
+    `points` from `question_points`, `kinds` from the checks module's QUESTION_KINDS; a question
+    without a kind is counted under "unknown"."""
+    mix = {kind: (0, 0.0) for kind in KINDS}
+    for question, value in points.items():
+        kind = kinds.get(question, "unknown")
+        count, total = mix.get(kind, (0, 0.0))
+        mix[kind] = (count + 1, total + value)
+    return mix
+
+
+HEADER_ROW = re.compile(r"^\|\s*(q\d+)\b[^|]*\|\s*(build|experiment|interpret)\s*\|\s*(\d+(?:\.\d+)?)\s*\|", re.M)
+
+
+def header_table(markdown: str) -> dict[str, tuple[str, float]]:
+    """The question table of an exercise's header cell: 'q3' -> ('build', 4.0).
+
+    Rows look like `| q3 · the BPE training loop | build | 4 |`."""
+    return {q: (kind, float(points)) for q, kind, points in HEADER_ROW.findall(markdown)}
 
 
 def is_untouched(path: Path) -> bool:
@@ -144,7 +194,7 @@ class Result:
     status: str  # "written", "up to date", "refused: edited", "backed up and written", "out of date"
 
 
-def generate(solutions_dir: Path, exercises_dir: Path, force: bool = False, check_only: bool = False) -> list[Result]:
+def write_exercises(solutions_dir: Path, exercises_dir: Path, force: bool = False, check_only: bool = False) -> list[Result]:
     """Write exercises_dir/NN.ipynb for every solutions_dir/NN.ipynb; return what happened to each."""
     solutions = sorted(Path(solutions_dir).glob("*.ipynb"))
     if not solutions:
@@ -182,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if any exercise is out of date")
     args = parser.parse_args(argv)
     try:
-        results = generate(args.solutions, args.exercises, force=args.force, check_only=args.check)
+        results = write_exercises(args.solutions, args.exercises, force=args.force, check_only=args.check)
     except NotebookError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
