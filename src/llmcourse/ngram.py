@@ -357,3 +357,60 @@ def _check_order_and_vocab(order: int, vocab_size: int) -> tuple[int, int]:
                          f"vocab_size ** order <= 2**62; use a lower order")
     return order, vocab_size
 
+
+
+# --- the bigram as a neural model: a table of logits, learned by gradient descent ------------------
+
+def bigram_count_matrix(ids, vocab_size: int) -> torch.Tensor:
+    """(vocab, vocab) float64: entry [a, b] counts how often token a was followed by token b.
+
+        bigram_count_matrix([0, 1, 0, 1, 1], 2)  ->  [[0, 2], [1, 1]]
+    """
+    ids = _as_ids(ids, "ids", vocab_size)
+    if len(ids) < 2:
+        raise ValueError(f"ids must hold at least 2 tokens to count one pair; got {len(ids)}")
+    counts = torch.zeros(vocab_size, vocab_size, dtype=torch.float64)
+    counts.index_put_((ids[:-1], ids[1:]), torch.ones(len(ids) - 1, dtype=torch.float64), accumulate=True)
+    return counts
+
+
+def bigram_loss_and_gradient(logits: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean cross-entropy of a bigram logit table on the counted pairs, and its gradient, by hand.
+
+    logits: (V, V), row a holds the scores of every next token after a, P(b | a) = softmax(logits[a])_b.
+    counts: (V, V) pair counts C (from `bigram_count_matrix`), N = C.sum() pairs in all.
+
+        loss = -(1/N) sum_(a,b) C[a, b] log P(b | a)
+        d loss / d logits[a, b] = (n_a P(b | a) - C[a, b]) / N,     n_a = sum_b C[a, b]
+
+    "Predicted minus observed": the gradient is zero exactly when P(b | a) = C[a, b] / n_a, the
+    counting model's estimate, which is why gradient descent on this table ends where counting starts.
+    """
+    if logits.dim() != 2 or logits.shape[0] != logits.shape[1] or logits.shape != counts.shape:
+        raise ValueError(f"logits and counts must both be (V, V); got {tuple(logits.shape)} and {tuple(counts.shape)}")
+    probs = logits.softmax(dim=-1)                                   # (V, V) row a: P(. | a)
+    n_pairs = counts.sum()
+    log_probs = logits.log_softmax(dim=-1)
+    loss = -(counts * log_probs).sum() / n_pairs                     # pairs never seen weigh 0
+    gradient = (counts.sum(dim=1, keepdim=True) * probs - counts) / n_pairs   # (V, V)
+    return loss, gradient
+
+
+def train_bigram_logits(counts: torch.Tensor, steps: int, learning_rate: float,
+                        logits: torch.Tensor | None = None) -> tuple[torch.Tensor, list[float]]:
+    """Plain gradient descent on a bigram logit table: logits <- logits - learning_rate * gradient.
+
+    Starts from all-zero logits (every next token equally likely) unless `logits` is given.
+    Returns the learned (V, V) logits and the loss before each step.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int; got {steps!r}")
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be positive; got {learning_rate!r}")
+    logits = torch.zeros_like(counts) if logits is None else logits.clone()
+    losses = []
+    for _ in range(steps):
+        loss, gradient = bigram_loss_and_gradient(logits, counts)
+        losses.append(loss.item())
+        logits -= learning_rate * gradient                            # one step downhill
+    return logits, losses
