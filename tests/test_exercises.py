@@ -13,8 +13,11 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from llmcourse.course.exercises import (BEGIN_HIDDEN, BEGIN_SOLUTION, NotebookError, main, make_exercise,
-                                 read_notebook, serialise, validate_solution, write_exercises)
+from llmcourse.course.exercises import (BEGIN_HIDDEN, BEGIN_SOLUTION, END_SOLUTION, MANUAL_ANSWER, NotebookError,
+                                        header_table, main, make_exercise, question_points, read_notebook, serialise,
+                                        stub_message, validate_solution, write_exercises)
+from llmcourse.course.notebook import is_test_cell, nbgrader, question_id
+from llmcourse.course.units import unit
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
