@@ -43,6 +43,7 @@ class GPTConfig:
     dropout: float = 0.0        # probability of zeroing an activation while training (0 = off)
     tie_weights: bool = True    # reuse the token embedding as the output layer (saves V * d params)
     bias: bool = True           # biases in the linear layers and LayerNorms (GPT-2 has them)
+    gelu_approximate: str = "none"  # the MLP's GELU: "none" = exact (erf); "tanh" = GPT-2's approximation
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "n_layers", "d_model", "n_heads"):
@@ -54,6 +55,9 @@ class GPTConfig:
                              f"({self.n_heads}), so that every head gets d_model / n_heads dimensions")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1); got {self.dropout!r}")
+        if self.gelu_approximate not in ("none", "tanh"):
+            raise ValueError(f"GPTConfig.gelu_approximate must be 'none' (exact GELU) or 'tanh' (GPT-2's "
+                             f"approximation); got {self.gelu_approximate!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,9 +79,11 @@ class MLP(nn.Module):
         self.fc = nn.Linear(config.d_model, 4 * config.d_model, bias=config.bias)
         self.proj = nn.Linear(4 * config.d_model, config.d_model, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.gelu_approximate = config.gelu_approximate  # GPT-2: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
 
     def forward(self, x):
-        return self.dropout(self.proj(F.gelu(self.fc(x))))  # (B, T, 4d) in the middle
+        hidden = F.gelu(self.fc(x), approximate=self.gelu_approximate)  # (B, T, 4d)
+        return self.dropout(self.proj(hidden))
 
 
 class Block(nn.Module):

@@ -14,14 +14,19 @@ The BPE building blocks are small functions with worked examples in their docstr
 (learn the merges, updating pair counts incrementally) and `train_bpe_naive` (the same merges
 by recounting everything after each merge: the plain reference, far slower).
 `train_sentencepiece` trains Google's SentencePiece (unigram by default) for comparison.
+`save_gpt2_files` / `load_gpt2_files` write and read GPT-2's own files (`vocab.json`, `merges.txt`),
+so a tokenizer trained here works in other tools, and GPT-2's real tokenizer works here.
 """
 from __future__ import annotations
 
+import functools
 import heapq
 import io
+import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import torch
 
@@ -31,6 +36,11 @@ N_BYTES = 256  # the base alphabet of a byte-level tokenizer: ids 0..255 are the
 # whitespace (a run of spaces keeps its last space for the next word). GPT-2's pattern, written
 # for Python's `re`: [^\W\d_] is "a letter". Every character of any text falls in some chunk.
 SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d{1,3}| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
+
+# GPT-2's pattern exactly as it ships (its encoder.py): \p{L} is a letter and \p{N} a number in any
+# script. Numbers are not cut into groups of 3 here, so "2024" and "123456" stay one chunk each.
+# Python's `re` has no \p{...}: split_text uses the `regex` package for this pattern.
+GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
 class CharTokenizer:
@@ -77,7 +87,20 @@ def split_text(text: str, pattern: str | None = SPLIT_PATTERN) -> list[str]:
     """
     if pattern is None:
         return [text] if text else []
-    return re.findall(pattern, text)
+    return _compiled(pattern).findall(text)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(pattern: str):
+    """The pattern compiled by Python's `re`, or by the `regex` package if it uses Unicode classes (\\p{L})."""
+    if r"\p{" not in pattern:
+        return re.compile(pattern)
+    try:
+        import regex
+    except ImportError:
+        raise ImportError("this split pattern uses Unicode classes (\\p{L}, \\p{N}), which need the `regex` "
+                          "package: pip install regex (it comes with pip install 'llmcourse[hf]')") from None
+    return regex.compile(pattern)
 
 
 def get_stats(ids: Sequence[int], counts: dict | None = None) -> dict[tuple[int, int], int]:
@@ -244,10 +267,19 @@ class BPETokenizer:
     """
 
     def __init__(self, merges: Iterable[tuple[int, int]] = (), special_tokens: Iterable[str] = (),
-                 pattern: str | None = SPLIT_PATTERN):
+                 pattern: str | None = SPLIT_PATTERN, byte_order: Sequence[int] | None = None):
         self.pattern = pattern
+        # byte_order[i] is the byte that id i stands for: ids 0..255 are bytes 0..255 unless the
+        # tokenizer comes from files that number the bytes otherwise (GPT-2 puts printable ones first).
+        self.byte_order = list(range(N_BYTES)) if byte_order is None else [int(b) for b in byte_order]
+        if sorted(self.byte_order) != list(range(N_BYTES)):
+            raise ValueError("byte_order must list each of the 256 byte values exactly once")
+        byte_to_id = [0] * N_BYTES
+        for i, b in enumerate(self.byte_order):
+            byte_to_id[b] = i
+        self._byte_to_id = bytes(byte_to_id)  # a bytes.translate table: byte b -> its id
         self.merges: dict[tuple[int, int], int] = {}
-        self.vocab: dict[int, bytes] = {i: bytes([i]) for i in range(N_BYTES)}
+        self.vocab: dict[int, bytes] = {i: bytes([b]) for i, b in enumerate(self.byte_order)}
         for new_id, (a, b) in enumerate(merges, start=N_BYTES):
             if a not in self.vocab or b not in self.vocab:
                 raise ValueError(f"merges must only use ids defined before them; merge {new_id - N_BYTES} "
@@ -289,14 +321,14 @@ class BPETokenizer:
         n_merges = _n_merges(vocab_size, len(self.special_tokens))
         if n_merges > len(self.merges):
             raise ValueError(f"vocab_size must be at most {self.vocab_size} (this tokenizer's size); got {vocab_size}")
-        return BPETokenizer(list(self.merges)[:n_merges], self.special_tokens, self.pattern)
+        return BPETokenizer(list(self.merges)[:n_merges], self.special_tokens, self.pattern, self.byte_order)
 
     def _encode_chunk(self, chunk: str) -> list[int]:
         """Bytes of one chunk, then apply merges by rank: always the earliest-learned pair present."""
         cached = self._cache.get(chunk)
         if cached is not None:
             return cached
-        ids = list(chunk.encode("utf-8"))
+        ids = list(chunk.encode("utf-8").translate(self._byte_to_id))   # each byte -> its id
         while len(ids) >= 2:
             pair = min(zip(ids, ids[1:]), key=lambda p: self.merges.get(p, float("inf")))
             if pair not in self.merges:
@@ -352,6 +384,105 @@ class BPETokenizer:
     def token_strings(self, ids) -> list[str]:
         """Each token as readable text (bytes that are not whole characters show as '\ufffd')."""
         return [self.token_bytes(i).decode("utf-8", errors="replace") for i in ids]
+
+
+# --- GPT-2's file format -------------------------------------------------------------------------
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's printable stand-in for each byte, so that its tokenizer files are plain text.
+
+    The 188 printable bytes stand for themselves ('!'..'~', '¡'..'¬', '®'..'ÿ'); the 68 others
+    (control bytes, the space, ...) become chr(256), chr(257), ... in order: the newline 10 is 'Ċ'
+    and the space 32 is 'Ġ'. So the token b" the" is written 'Ġthe'.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, moved = {}, 0
+    for b in range(N_BYTES):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(N_BYTES + moved)
+            moved += 1
+    return table
+
+
+def _as_text(token: bytes, table: dict[int, str]) -> str:
+    return "".join(table[b] for b in token)
+
+
+def save_gpt2_files(tokenizer: BPETokenizer, folder) -> None:
+    """Write `tokenizer` as GPT-2 does: `vocab.json` (token text -> id) and `merges.txt` (one merge a line).
+
+        vocab.json   {"!": 0, ..., "Ġthe": 262, ..., "<|endoftext|>": 50256}
+        merges.txt   #version: 0.2
+                     Ġ t          (merge 0: id 256 = "Ġ" + "t")
+                     ...
+
+    Tokens are written with `bytes_to_unicode`. The files do not say how text is cut into chunks:
+    every reader assumes GPT-2's pattern, so only a tokenizer using GPT2_SPLIT_PATTERN can be saved.
+    """
+    if tokenizer.pattern != GPT2_SPLIT_PATTERN:
+        raise ValueError("GPT-2's files imply GPT-2's split pattern, but this tokenizer cuts text with another "
+                         "one, so a program reading the files would encode differently; train it with "
+                         "pattern=GPT2_SPLIT_PATTERN")
+    table = bytes_to_unicode()
+    vocab: dict[str, int] = {}
+    for token_id, token in tokenizer.vocab.items():
+        text = _as_text(token, table)
+        if text in vocab:  # two merges spelled the same bytes: one string cannot name two ids
+            raise ValueError(f"tokens {vocab[text]} and {token_id} are both {token!r}; GPT-2's vocab.json maps "
+                             f"each string to one id, so it cannot hold this tokenizer")
+        vocab[text] = token_id
+    vocab.update(tokenizer.special_tokens)
+    merges = [f"{_as_text(tokenizer.vocab[a], table)} {_as_text(tokenizer.vocab[b], table)}"
+              for a, b in tokenizer.merges]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(m + "\n" for m in merges), encoding="utf-8")
+
+
+def load_gpt2_files(folder) -> BPETokenizer:
+    """Read `vocab.json` and `merges.txt` (GPT-2's, or any written by save_gpt2_files) into a BPETokenizer.
+
+    The ids are the files' ids: GPT-2's bytes come in printable-first order (id 0 is "!", byte 33),
+    merge i makes id 256 + i, and what follows is a special token ("<|endoftext|>" = 50256). The
+    tokenizer splits text with GPT2_SPLIT_PATTERN, as every GPT-2 tokenizer does.
+    """
+    folder = Path(folder)
+    paths = {name: folder / name for name in ("vocab.json", "merges.txt")}
+    missing = [str(path) for path in paths.values() if not path.is_file()]
+    if missing:
+        raise ValueError(f"a GPT-2 tokenizer is two files, vocab.json and merges.txt; not found: {missing}")
+    try:
+        vocab = json.loads(paths["vocab.json"].read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{paths['vocab.json']} is not valid JSON: {e}") from None
+    lines = [line for line in paths["merges.txt"].read_text(encoding="utf-8").split("\n")
+             if line and not line.startswith("#version")]
+    byte_of = {text: b for b, text in bytes_to_unicode().items()}
+    byte_order = [0] * N_BYTES
+    if sorted(vocab.get(text, -1) for text in byte_of) != list(range(N_BYTES)):
+        raise ValueError(f"{paths['vocab.json']} must give the 256 single bytes the ids 0..255")
+    for text, b in byte_of.items():
+        byte_order[vocab[text]] = b
+    merges = []
+    for rank, line in enumerate(lines):
+        parts = line.split(" ")
+        if len(parts) != 2 or any(part not in vocab for part in parts):
+            raise ValueError(f"{paths['merges.txt']} line {rank + 2} must be two tokens of vocab.json "
+                             f"separated by one space; got {line!r}")
+        if vocab.get(parts[0] + parts[1]) != N_BYTES + rank:
+            raise ValueError(f"vocab.json and merges.txt disagree: merge {rank} ({line!r}) should make id "
+                             f"{N_BYTES + rank}, but vocab.json gives {parts[0] + parts[1]!r} the id "
+                             f"{vocab.get(parts[0] + parts[1])}")
+        merges.append((vocab[parts[0]], vocab[parts[1]]))
+    specials = sorted((i, text) for text, i in vocab.items() if i >= N_BYTES + len(merges))
+    if [i for i, _ in specials] != list(range(N_BYTES + len(merges), N_BYTES + len(merges) + len(specials))) \
+            or len(vocab) != N_BYTES + len(merges) + len(specials):
+        raise ValueError(f"vocab.json has {len(vocab)} entries; expected the 256 bytes, one token per merge "
+                         f"({len(merges)}) and then special tokens with the next ids")
+    return BPETokenizer(merges, [text for _, text in specials], GPT2_SPLIT_PATTERN, byte_order)
 
 
 # --- SentencePiece, for comparison --------------------------------------------------------------
