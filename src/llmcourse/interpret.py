@@ -255,3 +255,148 @@ def split_half_losses(model, tokens: torch.Tensor) -> tuple[float, float]:
         logits, _ = model(tokens[:, :-1])                                    # (B, 2L-1, V)
         loss = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")  # (B, 2L-1)
     return float(loss[:, :half - 1].mean()), float(loss[:, half - 1:].mean())
+
+
+# --------------------------------------------------------------------------- a model that forms one
+
+
+def segment_repeat_batch(n: int, length: int, vocab_size: int, segment_lengths: tuple[int, int] = (4, 10),
+                         generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, length) random tokens in which a random segment appears twice, at random places.
+
+    Each row: uniform random tokens; a segment of L tokens (L drawn from `segment_lengths`,
+    inclusive) starting at a random a is copied to a random b >= a + L. Because L, a and b vary,
+    "copy from k positions back" does not work for any fixed k: only looking up the earlier copy
+    does. Returns the tokens and a bool mask (n, length - 1) that marks the *targets* a copier can
+    predict: tokens b + 1 .. b + L - 1 (the first copied token, b, cannot be foreseen).
+
+        tokens  7 3 [5 9 2] 8 1 [5 9 2] 4      predictable targets: the 9 and 2 of the copy
+    """
+    lo, hi = segment_lengths
+    if isinstance(length, bool) or not isinstance(length, int) or length < 2 * hi:
+        raise ValueError(f"length must be an int of at least 2 * max segment length = {2 * hi}; got {length!r}")
+    if not 2 <= lo <= hi:
+        raise ValueError(f"segment_lengths must be (lo, hi) with 2 <= lo <= hi; got {segment_lengths!r}")
+    tokens = torch.randint(vocab_size, (n, length), generator=generator)
+    predictable = torch.zeros(n, length - 1, dtype=torch.bool)
+    for row in range(n):
+        L = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+        a = int(torch.randint(0, length - 2 * L + 1, (1,), generator=generator))
+        b = int(torch.randint(a + L, length - L + 1, (1,), generator=generator))
+        tokens[row, b:b + L] = tokens[row, a:a + L]
+        predictable[row, b:b + L - 1] = True          # target index j predicts token j + 1
+    return tokens, predictable
+
+
+class AttentionOnlyTransformer(torch.nn.Module):
+    """The smallest model with an induction circuit (Elhage et al. 2021; Olsson et al. 2022).
+
+    token + position embedding -> n_layers x [x = x + attention(x)] -> unembedding. No MLPs and no
+    LayerNorm: every path from input to output goes through attention heads, so what a head does
+    can be read off its weights and switched off cleanly. `head_mask` (n_layers, n_heads) of 0/1
+    multiplies each head's output before the heads are mixed: 0 ablates that head.
+    """
+
+    def __init__(self, vocab_size: int, context_length: int, n_layers: int = 2, d_model: int = 64, n_heads: int = 2):
+        super().__init__()
+        from llmcourse.multihead import MultiHeadAttention
+        self.config = {"vocab_size": vocab_size, "context_length": context_length, "n_layers": n_layers,
+                       "d_model": d_model, "n_heads": n_heads}
+        self.tok_emb = torch.nn.Embedding(vocab_size, d_model)
+        self.pos_emb = torch.nn.Embedding(context_length, d_model)
+        self.layers = torch.nn.ModuleList([MultiHeadAttention(d_model, n_heads) for _ in range(n_layers)])
+        self.unembed = torch.nn.Linear(d_model, vocab_size, bias=False)
+        for p in self.parameters():
+            if p.dim() > 1:
+                torch.nn.init.normal_(p, std=0.02)
+
+    def forward(self, idx: torch.Tensor, head_mask: torch.Tensor | None = None):
+        """idx (batch, t) -> logits (batch, t, vocab) and the attention weights, one (batch, heads, t, t) per layer."""
+        from einops import rearrange
+
+        from llmcourse.attention import attention
+        cfg = self.config
+        if idx.dim() != 2 or idx.dtype != torch.long or idx.shape[1] > cfg["context_length"]:
+            raise ValueError(f"idx must be (batch, t <= {cfg['context_length']}) int64 token ids; "
+                             f"got {idx.dtype} {tuple(idx.shape)}")
+        if head_mask is not None and head_mask.shape != (cfg["n_layers"], cfg["n_heads"]):
+            raise ValueError(f"head_mask must be (n_layers, n_heads) = {(cfg['n_layers'], cfg['n_heads'])}; "
+                             f"got {tuple(head_mask.shape)}")
+        x = self.tok_emb(idx) + self.pos_emb(torch.arange(idx.shape[1], device=idx.device))   # (B, T, d)
+        maps = []
+        for layer, attn in enumerate(self.layers):
+            q, k, v = rearrange(attn.qkv(x), "b t (three h d) -> three b h t d", three=3, h=cfg["n_heads"])
+            out, weights = attention(q, k, v, causal=True)                    # (B, H, T, d_head), (B, H, T, T)
+            if head_mask is not None:
+                out = out * head_mask[layer].to(out.dtype)[None, :, None, None]
+            x = x + attn.proj(rearrange(out, "b h t d -> b t (h d)"))         # (B, T, d)
+            maps.append(weights)
+        return self.unembed(x), maps
+
+
+def masked_loss(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean next-token loss (nats) over the targets where `mask` (batch, t - 1) is True.
+
+    logits: (batch, t, vocab) computed on tokens (batch, t); position j predicts tokens[:, j + 1].
+    """
+    per_token = F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")  # (B, t-1)
+    return float(per_token[mask].mean())
+
+
+def previous_token_score(weights: torch.Tensor) -> torch.Tensor:
+    """Mean attention weight from each query t >= 1 to position t - 1: (batch, heads, t, t) -> (heads,).
+
+    1.0 = the head always looks exactly one token back, the first half of an induction circuit.
+    """
+    if weights.dim() != 4 or weights.shape[-1] != weights.shape[-2] or weights.shape[-1] < 2:
+        raise ValueError(f"weights must be (batch, heads, t, t) with t >= 2; got {tuple(weights.shape)}")
+    return torch.diagonal(weights.double(), -1, dim1=-2, dim2=-1).mean((0, 2))
+
+
+def train_attention_only(model: AttentionOnlyTransformer, steps: int, *, batch_size: int = 32, lr: float = 1e-2,
+                         segment_lengths: tuple[int, int] = (6, 16), seed: int = 0, eval_every: int = 100,
+                         eval_batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, list]:
+    """Train on `segment_repeat_batch` sequences with AdamW; every `eval_every` steps record, on
+    `eval_batch` (tokens, predictable mask), the loss on the copyable targets and on the others, the
+    previous-token score of each layer-0 head and the induction score of each layer-1 head.
+    """
+    vocab, length = model.config["vocab_size"], model.config["context_length"]
+    generator = torch.Generator().manual_seed(seed)
+    if eval_batch is None:
+        eval_batch = segment_repeat_batch(256, length, vocab, segment_lengths, torch.Generator().manual_seed(seed + 1))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    history = {"step": [], "copy_loss": [], "other_loss": [], "previous_token_l0": [], "induction_l1": []}
+    for step in range(steps + 1):
+        if step % eval_every == 0 or step == steps:
+            with torch.no_grad():
+                logits, maps = model(eval_batch[0])
+            history["step"].append(step)
+            history["copy_loss"].append(masked_loss(logits, *eval_batch))
+            history["other_loss"].append(masked_loss(logits, eval_batch[0], ~eval_batch[1]))
+            history["previous_token_l0"].append(previous_token_score(maps[0]).tolist())
+            history["induction_l1"].append(induction_score(maps[-1], eval_batch[0]).tolist())
+        if step == steps:
+            break
+        tokens, _ = segment_repeat_batch(batch_size, length, vocab, segment_lengths, generator)
+        logits, _ = model(tokens)
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, vocab), tokens[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return history
+
+
+def load_induction_model() -> tuple[AttentionOnlyTransformer, dict]:
+    """The shipped two-layer attention-only model trained by scripts/make_induction_head.py, in eval
+    mode, and its record (config, training settings, history of losses and head scores)."""
+    import json
+    from importlib import resources
+
+    import safetensors.torch
+
+    folder = resources.files("llmcourse").joinpath("datafiles")
+    info = json.loads(folder.joinpath("induction_head.json").read_text())
+    model = AttentionOnlyTransformer(**info["config"])
+    with resources.as_file(folder.joinpath("induction_head.safetensors")) as path:
+        model.load_state_dict(safetensors.torch.load_file(str(path)))
+    return model.eval(), info

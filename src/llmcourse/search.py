@@ -302,3 +302,133 @@ def chinchilla_optimal(compute_flops: float, tokens_per_parameter: float = 20.0)
                          f"{compute_flops!r}, {tokens_per_parameter!r}")
     n = math.sqrt(compute_flops / (6 * tokens_per_parameter))
     return n, tokens_per_parameter * n
+
+
+# ----------------------------------------------------------------------------- Kaplan and Chinchilla
+def fit_log_line(x, y) -> tuple[float, float]:
+    """Fit y = k * x^a by least squares on log y = log k + a log x; returns (a, k).
+
+    The straight line on a log-log plot: Kaplan et al.'s pure power laws L(N) = (N_c / N)^alpha_N
+    (a = -alpha_N) and the exponent of N_opt against compute (N_opt = k C^a) are both this fit.
+
+        >>> fit_log_line([1, 10, 100], [3, 30, 300])
+        (1.0, 3.0)
+    """
+    x = torch.as_tensor(x, dtype=torch.float64).flatten()
+    y = torch.as_tensor(y, dtype=torch.float64).flatten()
+    if x.shape != y.shape or len(x) < 2:
+        raise ValueError(f"x and y must be equal-length sequences of at least 2 values; got {len(x)} and {len(y)}")
+    if not (x > 0).all() or not (y > 0).all():
+        raise ValueError("x and y must be positive (their logarithms are fitted)")
+    design = torch.stack([torch.ones_like(x), x.log()], dim=1)               # (k, 2)
+    coef = torch.linalg.lstsq(design, y.log()[:, None]).solution[:, 0]        # log k, a
+    return float(coef[1]), math.exp(float(coef[0]))
+
+
+def isoflop_minimum(n, loss) -> tuple[float, float]:
+    """The model size with the lowest loss along one IsoFLOP curve (one compute budget).
+
+    Fits a parabola in log N, loss = a (log N)^2 + b log N + c, as Hoffmann et al. (2022, their
+    "approach 2") did, and returns its vertex: (N_opt = exp(-b / 2a), the loss there). A curve
+    that does not bend upwards (a <= 0), or whose vertex lies outside the sizes tried, is refused.
+    """
+    n = torch.as_tensor(n, dtype=torch.float64).flatten()
+    loss = torch.as_tensor(loss, dtype=torch.float64).flatten()
+    if n.shape != loss.shape or len(n) < 3 or not (n > 0).all():
+        raise ValueError(f"n and loss must be equal-length sequences of at least 3 values, n > 0; got {len(n)} and {len(loss)}")
+    log_n = n.log()
+    design = torch.stack([log_n ** 2, log_n, torch.ones_like(log_n)], dim=1)  # (k, 3)
+    a, b, c = torch.linalg.lstsq(design, loss[:, None]).solution[:, 0].tolist()
+    x = -b / (2 * a) if a > 0 else math.nan
+    if not float(log_n.min()) <= x <= float(log_n.max()):
+        raise ValueError("the fitted parabola has no minimum inside the sizes tried: they do not bracket a minimum")
+    return math.exp(x), a * x * x + b * x + c
+
+
+def loss_surface(n, d, E: float, A: float, alpha: float, B: float, beta: float) -> torch.Tensor:
+    """Chinchilla's parametric loss L(N, D) = E + A / N^alpha + B / D^beta (Hoffmann et al. 2022, eq. 2).
+
+    E: the irreducible loss (the entropy of the data); A / N^alpha: what a finite model misses;
+    B / D^beta: what finite training data misses.
+    """
+    n = torch.as_tensor(n, dtype=torch.float64)
+    d = torch.as_tensor(d, dtype=torch.float64)
+    return E + A * n.pow(-alpha) + B * d.pow(-beta)
+
+
+def fit_loss_surface(n, d, loss, *, E: float | None = None,
+                     exponents: tuple[float, float] = (0.02, 1.5)) -> tuple[float, float, float, float, float]:
+    """Fit L(N, D) = E + A N^-alpha + B D^-beta to runs (N, D, loss); returns (E, A, alpha, B, beta).
+
+    For fixed exponents (alpha, beta) the law is linear in (E, A, B), so those come from least
+    squares; the exponents are searched on a grid, refined three times around the best. E is
+    kept in [0, smallest loss] (a negative entropy means nothing), or fixed when `E` is given
+    (for instance the known entropy floor). A and B are kept >= 0. Minimises the squared error
+    of L (Hoffmann et al. used a Huber loss on log L; with few runs the difference is small).
+    """
+    n = torch.as_tensor(n, dtype=torch.float64).flatten()
+    d = torch.as_tensor(d, dtype=torch.float64).flatten()
+    loss = torch.as_tensor(loss, dtype=torch.float64).flatten()
+    if not n.shape == d.shape == loss.shape or len(n) < 5:
+        raise ValueError(f"n, d and loss must be equal-length sequences of at least 5 runs; got {len(n)}, {len(d)}, {len(loss)}")
+    if not ((n > 0).all() and (d > 0).all() and (loss > 0).all()):
+        raise ValueError("n, d and loss must be positive")
+    if E is not None and not 0 <= E < float(loss.min()):
+        raise ValueError(f"a fixed E must be in [0, smallest loss = {float(loss.min()):.4f}); got {E!r}")
+    lo, hi = exponents
+    alphas = torch.linspace(lo, hi, 61, dtype=torch.float64)
+    betas = torch.linspace(lo, hi, 61, dtype=torch.float64)
+    for _ in range(4):                                                       # a grid, then 3 finer ones
+        grid_a, grid_b = torch.meshgrid(alphas, betas, indexing="ij")
+        err, E_fit, A, B = _surface_coefficients(n, d, loss, grid_a.flatten(), grid_b.flatten(), E)
+        i = int(err.argmin())
+        if not torch.isfinite(err[i]):
+            raise ValueError("no exponents in the search range give A, B >= 0: the losses do not fall with N and D")
+        alpha, beta = float(grid_a.flatten()[i]), float(grid_b.flatten()[i])
+        step = 2 * float(alphas[1] - alphas[0])
+        alphas = torch.linspace(max(alpha - step, 1e-3), alpha + step, 21, dtype=torch.float64)
+        step = 2 * float(betas[1] - betas[0])
+        betas = torch.linspace(max(beta - step, 1e-3), beta + step, 21, dtype=torch.float64)
+    return float(E_fit[i]), float(A[i]), alpha, float(B[i]), beta
+
+
+def _least_squares(columns: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Batched least squares: columns (g, k, p), target (g, k) -> coefficients (g, p)."""
+    return torch.linalg.lstsq(columns, target[..., None]).solution[..., 0]
+
+
+def _surface_coefficients(n, d, loss, alpha, beta, E):
+    """For each of g exponent pairs (alpha, beta: (g,)), the least-squares E, A, B and the squared error.
+
+    E is kept in [0, min loss] (a fit that wants it outside is refitted with E on that bound) or
+    fixed; pairs that need A < 0 or B < 0 get an infinite error. Returns (err, E, A, B), each (g,).
+    """
+    x = n[None, :].pow(-alpha[:, None])                                      # (g, k): N^-alpha
+    y = d[None, :].pow(-beta[:, None])                                       # (g, k): D^-beta
+    target = loss.expand_as(x)
+    def with_E(E_value):                                                     # E_value: (g,)
+        A, B = _least_squares(torch.stack([x, y], dim=-1), target - E_value[:, None]).unbind(-1)
+        return E_value, A, B
+    if E is None:
+        E_free, A, B = _least_squares(torch.stack([torch.ones_like(x), x, y], dim=-1), target).unbind(-1)
+        E_bounded, A_b, B_b = with_E(E_free.clamp(0.0, float(loss.min())))
+        outside = (E_free < 0) | (E_free > float(loss.min()))
+        E_fit, A, B = E_bounded, torch.where(outside, A_b, A), torch.where(outside, B_b, B)
+    else:
+        E_fit, A, B = with_E(torch.full_like(alpha, float(E)))
+    err = ((E_fit[:, None] + A[:, None] * x + B[:, None] * y - target) ** 2).sum(-1)
+    err = torch.where((A >= 0) & (B >= 0), err, torch.full_like(err, math.inf))
+    return err, E_fit, A, B
+
+
+def compute_optimal_size(compute_flops, A: float, alpha: float, B: float, beta: float) -> torch.Tensor:
+    """N_opt(C) that minimises the fitted L(N, D) subject to C = 6 N D (Hoffmann et al. 2022, eq. 4):
+
+        N_opt = G (C / 6)^(beta / (alpha + beta)),   G = (alpha A / (beta B))^(1 / (alpha + beta))
+
+    (set dL/dN = 0 with D = C / (6 N)). The exponent beta / (alpha + beta) is what the IsoFLOP
+    minima measure directly; Chinchilla found about 0.5, Kaplan et al. (2020) 0.73.
+    """
+    c = torch.as_tensor(compute_flops, dtype=torch.float64)
+    G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
+    return G * (c / 6).pow(beta / (alpha + beta))
