@@ -19,10 +19,9 @@ import pytest
 import torch
 
 from llmcourse.course.exercises import make_exercise
-from llmcourse.course.grading import main, wire
-from llmcourse.course.grading.grader import find_solution, grade_batch, load_unit, plan
+from llmcourse.course.grading import Limits, find_solution, grade_batch, load_unit, main, wire
+from llmcourse.course.grading.grader import plan
 from llmcourse.course.grading.mock import Submission
-from llmcourse.course.grading.sandbox import Limits
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,9 +16,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from llmcourse.course.grading.grader import grade_batch, load_unit
+from llmcourse.course.grading import Limits, grade_batch, load_unit
 from llmcourse.course.grading.mock import Submission
-from llmcourse.course.grading.sandbox import Limits
 
 pytest.importorskip("nbgrader")
 

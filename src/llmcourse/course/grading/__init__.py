@@ -1,114 +1,31 @@
-"""Grade a folder of submitted exercise notebooks: `python -m llmcourse grade`.
+"""Grade a class's exercise notebooks in a sandbox: `python -m llmcourse grade` (see docs/grading.md).
 
-    python -m llmcourse grade --unit 00_start_here SUBMISSIONS --out RESULTS_DIR
+The public API, for tools that grade notebooks (a class's, or a student's own):
 
-SUBMISSIONS is one notebook, or a folder with one notebook per student (alice.ipynb) or one
-subfolder per student (alice/00_start_here.ipynb). The tests, hidden ones included, come from
-solutions/<unit>.ipynb. Each submission runs in a sandboxed process of its own with time and
-memory limits; answers are compared in the grader's process. Writes RESULTS_DIR/grades.csv and,
-per student, RESULTS_DIR/<student>/results.json (Gradescope format) and report.txt.
+    from llmcourse.course.grading import Limits, find_solution, grade_submission, load_unit
 
-The modules: `grader` (the unit, the worker session, proxies, grading), `worker` (the student's
-process), `sandbox` (limits, Landlock, killing, hashing), `wire` (the pipe and safe values),
-`report` (the output files).
+    unit = load_unit(find_solution("01", "solutions"))      # the tests, from solutions/
+    result = grade_submission(unit, "alice", "alice.ipynb", Limits(cell_s=30, total_s=300))
+    result.score, result.max_score                          # automatic points, and their maximum
+    [(q.grade_id, q.points, q.max_points, q.passed, q.message) for q in result.questions]
+    [(m.grade_id, m.max_points) for m in result.manual]     # questions graded by hand (0 automatic points)
+
+- `load_unit(path) -> Unit` and `find_solution(name, solutions_dir) -> Path` (module `unit`);
+- `grade_submission(unit, student, path, limits, ...) -> SubmissionResult` and `grade_batch`
+  (module `grader`); `SubmissionResult`, `QuestionResult`, `ManualResult` (module `results`);
+- `Limits` (module `sandbox`): seconds per cell, per submission, memory, the grader's own time.
+
+The modules: `cli` (the command line), `unit` (a unit's solutions), `submissions` (finding and
+reading submissions safely), `grader` (one submission, a batch), `session` (the worker's life,
+time limits), `proxies` (student objects seen from a test), `errors`, `results`, `report` (the
+output files), and, on the student's side, `worker` (the sandboxed process), `sandbox` (limits,
+user, namespaces, Landlock, killing, hashing) and `wire` (the pipe and safe values).
 """
-from __future__ import annotations
+from llmcourse.course.grading.cli import main
+from llmcourse.course.grading.grader import grade_batch, grade_submission
+from llmcourse.course.grading.results import ManualResult, QuestionResult, SubmissionResult
+from llmcourse.course.grading.sandbox import Limits
+from llmcourse.course.grading.unit import Unit, find_solution, load_unit
 
-import argparse
-import os
-import re
-import sys
-from pathlib import Path
-
-
-def _bytes(text: str) -> int:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected a size like 4G or 1500M, got {text!r}")
-    return int(float(match[1]) * 1024 ** " KMGT".index(match[2].upper() or " "))
-
-
-def _default_solutions() -> Path:
-    from llmcourse.course.units import course_root
-    return course_root() / "solutions"
-
-
-def _loaded_course_modules() -> dict[str, Path]:
-    """The course's own code that grading runs (the checks, the grader): protected like the solutions."""
-    import llmcourse
-    root = Path(llmcourse.__file__).resolve().parent.parent
-    found = {}
-    for name, module in sorted(sys.modules.items()):
-        path = getattr(module, "__file__", None)
-        if (name == "llmcourse" or name.startswith("llmcourse.")) and path and path.endswith(".py"):
-            found[str(Path(path).resolve().relative_to(root))] = Path(path)
-    return found
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llmcourse grade", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("submissions", type=Path, help="a notebook, or a folder of notebooks or of student folders")
-    parser.add_argument("--unit", required=True, help="the unit, e.g. 00_start_here (or just 00)")
-    parser.add_argument("--out", required=True, type=Path, help="folder for grades.csv and per-student results")
-    parser.add_argument("--solutions", type=Path, default=None, help="folder of solution notebooks (default: solutions/)")
-    parser.add_argument("--cell-timeout", type=float, default=30.0, metavar="S",
-                        help="seconds for one cell, or one call of a student's function by a check (default 30)")
-    parser.add_argument("--total-timeout", type=float, default=300.0, metavar="S",
-                        help="seconds for a whole submission, restarts included (default 300)")
-    parser.add_argument("--memory", type=_bytes, default=_bytes("4G"), metavar="SIZE",
-                        help="address-space limit of a submission's process (default 4G; torch alone maps ~0.7G)")
-    parser.add_argument("--no-landlock", action="store_true",
-                        help="do not use Landlock even where the kernel has it (not recommended)")
-    parser.add_argument("--require-landlock", action="store_true",
-                        help="refuse to grade where the kernel has no Landlock")
-    args = parser.parse_args(argv)
-
-    from llmcourse.course.grading import sandbox
-    from llmcourse.course.grading.grader import find_solution, grade_batch, load_unit
-
-    if args.cell_timeout <= 0 or args.total_timeout <= 0:
-        parser.error("time limits must be positive")
-    if not args.submissions.exists():
-        parser.error(f"{args.submissions}: no such notebook or folder")
-    out = args.out.resolve()
-    if out == args.submissions.resolve() or args.submissions.resolve() in out.parents:
-        parser.error("--out must not be inside the submissions folder")
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    try:
-        unit = load_unit(find_solution(args.unit, args.solutions or _default_solutions()))
-    except Exception as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    landlock = False if args.no_landlock else ("required" if args.require_landlock else True)
-    if landlock and sandbox.landlock_abi() == 0:
-        if landlock == "required":
-            print("error: --require-landlock, but this kernel has no Landlock", file=sys.stderr)
-            return 2
-        print("note: this kernel has no Landlock; "
-              + ("the worker runs as user nobody, so it cannot write outside its folder."
-                 if os.geteuid() == 0 else "NOT running as root, so student code can read and write what you "
-                 "can: grade as root (in a container) or on Linux 5.13+; changed files are still reported."),
-              file=sys.stderr)
-    limits = sandbox.Limits(cell_s=args.cell_timeout, total_s=args.total_timeout, memory_bytes=args.memory)
-    print(f"grading {unit.name} ({len(unit.tests)} questions, {unit.max_points:g} points) into {out}")
-
-    def progress(result) -> None:
-        flags = (" TAMPERING" if result.tampering else "") + (f" ({len(result.problems)} problem(s))"
-                                                               if result.problems else "")
-        print(f"  {result.student:<24} {result.score:g}/{result.max_score:g}  {result.seconds:5.1f} s{flags}",
-              flush=True)
-
-    results = grade_batch(unit, args.submissions, out, limits, landlock=landlock, progress=progress,
-                          protect=_loaded_course_modules())
-    print(f"wrote {out / 'grades.csv'} and {len(results)} student folder(s) (results.json, report.txt)")
-    tampered = [r.student for r in results if r.tampering]
-    if tampered:
-        print(f"WARNING: protected files changed while grading {', '.join(tampered)}: see their report.txt",
-              file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["Limits", "ManualResult", "QuestionResult", "SubmissionResult", "Unit", "find_solution",
+           "grade_batch", "grade_submission", "load_unit", "main"]
