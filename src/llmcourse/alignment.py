@@ -293,3 +293,91 @@ def evaluate(model, tok: CharTokenizer, prompt_list: Sequence[str], max_new_toke
     return {"accuracy": sum(correct) / len(correct),
             "stopped": sum(a.endswith("\n") for a in answers) / len(answers),
             "answers": answers}
+
+
+# --- the objective DPO comes from, on a toy with a handful of answers ----------------------------------
+#
+# One prompt, K possible answers, a policy = a probability vector over them. RLHF maximises
+#     J(pi) = E_{y ~ pi}[r(y)] - beta * KL(pi || pi_ref)
+# whose maximiser is pi*(y) = pi_ref(y) exp(r(y) / beta) / Z. Everything below works on such vectors.
+
+def _check_probs(name: str, p: torch.Tensor) -> None:
+    if p.dim() != 1 or (p < 0).any() or not torch.isclose(p.sum(), torch.tensor(1.0, dtype=p.dtype), atol=1e-6):
+        raise ValueError(f"{name} must be a probability vector (K,) of non-negative entries summing to 1; "
+                         f"got shape {tuple(p.shape)}, sum {float(p.sum()):.4f}")
+
+
+def _check_beta(beta) -> None:
+    if not (isinstance(beta, (int, float)) and beta > 0):
+        raise ValueError(f"beta must be a positive number; got {beta!r}")
+
+
+def bradley_terry_loss(reward_chosen: torch.Tensor, reward_rejected: torch.Tensor) -> torch.Tensor:
+    """The reward model's loss on preference pairs (Bradley & Terry 1952; Ouyang et al. 2022):
+
+        P(y_w preferred to y_l) = sigmoid(r(y_w) - r(y_l)),   loss = -mean log sigmoid(r_w - r_l)
+
+    Only differences of rewards matter: adding a constant to every reward changes nothing.
+    """
+    if reward_chosen.shape != reward_rejected.shape:
+        raise ValueError(f"reward_chosen and reward_rejected must share a shape; got "
+                         f"{tuple(reward_chosen.shape)} and {tuple(reward_rejected.shape)}")
+    return -F.logsigmoid(reward_chosen - reward_rejected).mean()
+
+
+def kl_regularised_objective(probs: torch.Tensor, ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
+    """J(pi) = sum_y pi(y) r(y) - beta * KL(pi || pi_ref): expected reward, minus a leash to the reference."""
+    _check_probs("probs", probs)
+    _check_probs("ref_probs", ref_probs)
+    _check_beta(beta)
+    kl = (probs * (probs.clamp_min(1e-300).log() - ref_probs.clamp_min(1e-300).log())).where(probs > 0, 0).sum()
+    return (probs * rewards).sum() - beta * kl
+
+
+def optimal_policy(ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
+    """The maximiser of `kl_regularised_objective`: pi*(y) = pi_ref(y) exp(r(y) / beta) / Z.
+
+    Small beta: pi* piles onto the best answer; large beta: pi* stays near pi_ref.
+    """
+    _check_probs("ref_probs", ref_probs)
+    _check_beta(beta)
+    return torch.softmax(ref_probs.log() + rewards / beta, dim=-1)
+
+
+def best_of_n_probs(ref_probs: torch.Tensor, rewards: torch.Tensor, n: int) -> torch.Tensor:
+    """The exact distribution of best-of-n: draw n answers from pi_ref, keep the one of highest reward.
+
+    With the answers sorted by reward and F(y) = pi_ref(reward <= r(y)), P(best = y) =
+    F(y)^n - F(y-)^n (rewards must be distinct). Beirami et al. (2024) bound its KL from pi_ref by
+    log n - (n - 1) / n.
+    """
+    _check_probs("ref_probs", ref_probs)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int; got {n!r}")
+    if len(torch.unique(rewards)) != len(rewards):
+        raise ValueError("rewards must be distinct (ties would need a tie-breaking rule)")
+    order = rewards.argsort()
+    cdf = ref_probs[order].cumsum(0).clamp(max=1.0)                          # F at each answer, ascending reward
+    below = torch.cat([cdf.new_zeros(1), cdf[:-1]])
+    probs = torch.empty_like(ref_probs)
+    probs[order] = cdf ** n - below ** n
+    return probs
+
+
+def reinforce_step(logits: torch.Tensor, ref_probs: torch.Tensor, reward_fn, beta: float, n_samples: int,
+                   lr: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One policy-gradient (REINFORCE) step on the KL-regularised objective for a tabular policy softmax(logits).
+
+    Draw n_samples answers y ~ pi; score each with r(y) - beta * log(pi(y) / pi_ref(y)) (the KL
+    penalty as a per-sample reward, as in RLHF); subtract the batch mean (a baseline: same expected
+    gradient, less noise); ascend the mean of score * grad log pi(y). Returns the new logits.
+    """
+    _check_beta(beta)
+    logits = logits.detach().requires_grad_(True)
+    log_pi = logits.log_softmax(-1)
+    samples = torch.multinomial(log_pi.exp().detach(), n_samples, replacement=True, generator=generator)  # (n,)
+    with torch.no_grad():
+        score = reward_fn(samples) - beta * (log_pi[samples] - ref_probs.log()[samples])
+        advantage = score - score.mean()
+    (advantage * log_pi[samples]).mean().backward()
+    return (logits + lr * logits.grad).detach()
