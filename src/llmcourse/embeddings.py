@@ -12,6 +12,8 @@ Three ideas, one section each:
 * **Position.** Attention by itself ignores the order of its inputs. Sinusoidal encodings
   ("Attention is all you need"), learned position tables and rotary embeddings (RoPE, RoFormer)
   put the order back.
+* **Images as tokens.** A vision transformer cuts an image into patches and embeds each flattened
+  patch with one learned matrix (`image_patches`, `PatchEmbedding`): the same kind of sequence.
 
 Shapes: `vocab` rows in a table, `d` (or `d_model`) numbers per vector, `t` positions in a text.
 """
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 # --- 1. lookup -----------------------------------------------------------------------------------
@@ -363,3 +366,43 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor | None = None, base: flo
     out[..., 0::2] = even * cos - odd * sin
     out[..., 1::2] = even * sin + odd * cos
     return out
+
+
+# --- 4. images as tokens: patches ------------------------------------------------------------------
+
+def image_patches(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Cut images into square patches and flatten each one: the "tokens" of a vision transformer.
+
+    images: (batch, channels, height, width), height and width multiples of patch_size.
+    -> (batch, n_patches, patch_size * patch_size * channels), patches in reading order (row by row).
+
+        a (1, 3, 32, 32) image, patch_size 8  ->  (1, 16, 192): 16 patches of 8 x 8 pixels x 3 colours
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be (batch, channels, height, width); got shape {tuple(images.shape)}")
+    height, width = images.shape[-2:]
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1 \
+            or height % patch_size or width % patch_size:
+        raise ValueError(f"patch_size must be a positive int dividing height {height} and width {width}; "
+                         f"got {patch_size!r}")
+    return rearrange(images, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch_size, p2=patch_size)
+
+
+class PatchEmbedding(nn.Module):
+    """A ViT-style patch embedding: each flattened patch times one learned matrix, plus a learned
+    position vector per patch. (batch, channels, H, W) -> (batch, n_patches, d_model).
+
+    After it, an image is a sequence of d_model-wide vectors, exactly like a text after its token
+    embedding, and the same transformer blocks can read both.
+    """
+
+    def __init__(self, channels: int, image_size: int, patch_size: int, d_model: int):
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"patch_size ({patch_size}) must divide image_size ({image_size})")
+        self.patch_size = patch_size
+        self.project = nn.Linear(patch_size * patch_size * channels, d_model)          # patch -> vector
+        self.positions = nn.Parameter(torch.zeros((image_size // patch_size) ** 2, d_model))  # one per patch
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.project(image_patches(images, self.patch_size)) + self.positions   # (b, n_patches, d)
