@@ -4,7 +4,7 @@
 
 Without a cache, step t runs the model over all t tokens of the text so far (cost grows with t);
 with the KV cache it runs one new position and reads the cached keys and values of the others.
-Both decode greedily with `llmcourse.sampling.generate`, so they must produce the same tokens
+Both decode greedily with `llmcourse.generation.generate`, so they must produce the same tokens
 (checked). The two are timed alternately, `--rounds` times each, in one process, and the ratio
 of the median times is printed. The weights are random: speed does not depend on their values.
 """
@@ -17,8 +17,9 @@ import time
 import torch
 
 import llmcourse
+from llmcourse.generation import GPTAdapter, generate
 from llmcourse.model import GPT, GPTConfig, count_parameters
-from llmcourse.sampling import GPTAdapter, SamplingConfig, generate
+from llmcourse.sampling import SamplingConfig
 from llmcourse.tokenizers import CharTokenizer
 
 

@@ -71,7 +71,7 @@ def make(name: str) -> dict:
         "val_slice": {"first_tokens": run["val_tokens"] + 1,
                       "how": "llmcourse.train.sequential_loss on the first first_tokens validation tokens"},
         "val_loss": round(sequential_loss(model, val_slice), 6),
-        "final_train_loss": round(sum(history["train_loss"][-50:]) / 50, 4),
+        "final_train_loss": round(sum(history.train_loss[-50:]) / 50, 4),
         "train_seconds": round(seconds, 1),
         "torch": torch.__version__,
     }

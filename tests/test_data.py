@@ -71,3 +71,10 @@ def test_bad_inputs_are_clear_errors():
         random_markov_source(alphabet="ab").encode("abc")
     with pytest.raises(ValueError, match="n_tokens must be at least"):
         random_markov_source(order=2).sample(2)
+
+
+def test_entropy_in_nats_and_bits():
+    p = torch.tensor([0.5, 0.25, 0.25, 0.0])
+    assert float(entropy(p)) == pytest.approx(1.5 * math.log(2))
+    assert float(entropy(p, base=2)) == pytest.approx(1.5)
+    assert float(entropy(torch.tensor([1.0, 0.0]))) == 0.0

@@ -111,8 +111,8 @@ def test_teacher_batches_and_distill_train_a_student():
     assert torch.allclose(tl, teacher(x)[0])
     student = _tiny(1, 1, 8)
     before = sequential_loss(student, tokens[:200])
-    losses = distill.distill(student, batches, steps=60, temperature=2.0, alpha=0.5, learning_rate=1e-2)
-    assert len(losses) == 60
+    history = distill.distill(student, batches, steps=60, temperature=2.0, alpha=0.5, learning_rate=1e-2)
+    assert history.step == list(range(60)) and len(history.train_loss) == 60 and history.val_loss == []
     assert sequential_loss(student, tokens[:200]) < before - 0.5
 
 

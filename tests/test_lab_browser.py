@@ -36,7 +36,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
 
 LAB_NOTEBOOK = [
     "import torch\n\ntorch.set_num_threads(1)",
-    "from llmcourse.checkpoints import load_pretrained\nfrom llmcourse.sampling import GPTAdapter\n"
+    "from llmcourse.checkpoints import load_pretrained\nfrom llmcourse.generation import GPTAdapter\n"
     "from llmcourse.widgets import TemperatureLab\n\n"
     "pretrained = load_pretrained(\"python_docs_char\")\n"
     "lab = TemperatureLab(GPTAdapter(pretrained.model, pretrained.tokenizer), prompt=\"The return statement \")\n"

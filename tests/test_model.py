@@ -151,10 +151,10 @@ def test_generate_extends_by_max_new_tokens_reproducibly():
     torch.manual_seed(0)
     model = GPT(TINY).eval()
     prompt = torch.zeros(2, 20, dtype=torch.long)  # longer than the context: generate crops it
-    a = model.generate(prompt, 5, generator=torch.Generator().manual_seed(1))
-    b = model.generate(prompt, 5, generator=torch.Generator().manual_seed(1))
+    a = model.extend(prompt, 5, generator=torch.Generator().manual_seed(1))
+    b = model.extend(prompt, 5, generator=torch.Generator().manual_seed(1))
     assert a.shape == (2, 25) and torch.equal(a, b) and torch.equal(a[:, :20], prompt)
-    greedy = model.generate(prompt[:, :3], 4, temperature=0)
+    greedy = model.extend(prompt[:, :3], 4, temperature=0)
     expected = prompt[:, :3]
     for _ in range(4):
         expected = torch.cat([expected, model(expected)[0][:, -1].argmax(-1, keepdim=True)], dim=1)

@@ -93,8 +93,8 @@ def test_tiny_lm_trains_and_windows():
     torch.manual_seed(0)
     model = TinyLM(7, 3, 16, MoE(16, 32, 4, 2))
     hist = train_lm(model, tokens, tokens, steps=60, batch_size=64, eval_every=20, aux_weight=0.01)
-    assert hist["step"] == [0, 20, 40, 60] and len(hist["train"]) == 60
-    assert hist["val"][-1] < 0.3 * hist["val"][0]
+    assert hist.val_step == [0, 20, 40, 60] and hist.step == list(range(60)) and len(hist.train_loss) == 60
+    assert hist.val_loss[-1] < 0.3 * hist.val_loss[0]
     dense = TinyLM(7, 3, 16, Expert(16, 32))
     assert dense(x.new_zeros(4, 3)).shape == (4, 7)
 

@@ -64,9 +64,9 @@ def test_training_lowers_the_validation_loss_and_logs_it(tmp_path, capsys):
                          eval_batches=4)
     history = train.train(model, train_tokens, val_tokens, config, out_dir=tmp_path, progress=False,
                           live_plot=True)
-    assert history["val_step"] == [0, 30, 60]
-    assert history["val_loss"][-1] < history["val_loss"][0] - 0.1
-    assert len(history["train_loss"]) == 60 and history["lr"][4] == pytest.approx(1e-2)
+    assert history.val_step == [0, 30, 60]
+    assert history.val_loss[-1] < history.val_loss[0] - 0.1
+    assert len(history.train_loss) == 60 and history.lr[4] == pytest.approx(1e-2)
     log = (tmp_path / "train.log").read_text()
     assert "step      0 | val loss" in log and "step     50 | train loss" in log
     assert checkpoints.load_checkpoint(tmp_path, GPT(TINY))[0] == 60

@@ -10,8 +10,9 @@ import torch
 
 from llmcourse.checkpoints import load_pretrained
 from llmcourse.data import python_docs
+from llmcourse.generation import GPTAdapter, NGramAdapter, generate
 from llmcourse.ngram import NGramModel
-from llmcourse.sampling import GPTAdapter, NGramAdapter, SamplingConfig, generate, next_token_distribution
+from llmcourse.sampling import SamplingConfig, next_token_distribution
 from llmcourse.widgets import PRESETS, TemperatureLab, bar_chart_svg, lab_for, token_label
 
 PROMPT = "The return statement "

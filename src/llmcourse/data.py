@@ -61,9 +61,21 @@ def python_docs(val_fraction: float = 0.1) -> Corpus:
     return Corpus(name="python-docs", train=text[:cut], val=text[cut:], licence=CORPUS_LICENCE)
 
 
-def entropy(probs: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Shannon entropy in nats, H(p) = -sum_i p_i log p_i, with 0 log 0 taken as 0."""
-    return -(probs * torch.log(probs.clamp_min(1e-300))).where(probs > 0, 0.0).sum(dim)
+def entropy(probs: torch.Tensor, dim: int = -1, *, base: float = math.e) -> torch.Tensor:
+    """Shannon entropy H(p) = -sum_i p_i log p_i over axis `dim`, with 0 log 0 taken as 0.
+
+    base e (the default): nats; base=2: bits. exp(entropy in nats) is the *effective number of
+    choices*: a uniform distribution over that many tokens would be exactly as unpredictable.
+
+    >>> entropy(torch.tensor([0.5, 0.5, 0.0]))      # ln 2: a fair coin; the impossible token adds 0
+    tensor(0.6931)
+    >>> entropy(torch.tensor([0.5, 0.5, 0.0]), base=2)
+    tensor(1.)
+    """
+    logs = torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))   # finite even where p = 0
+    h = -(probs * logs).where(probs > 0, torch.zeros_like(probs)).sum(dim)
+    h = h.abs()  # each term -p log p >= 0; abs() only turns -0.0 into 0.0
+    return h / math.log(base) if base != math.e else h
 
 
 @dataclass(frozen=True)

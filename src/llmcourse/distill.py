@@ -24,7 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from llmcourse.train import get_batch
+from llmcourse.train import TrainingHistory, get_batch
 
 
 def _check_temperature(temperature: float) -> None:
@@ -125,8 +125,10 @@ def teacher_batches(teacher, tokens: torch.Tensor, *, n_batches: int, batch_size
 
 
 def distill(student, batches, *, steps: int, temperature: float = 2.0, alpha: float = 0.9,
-            learning_rate: float = 3e-3, progress=None) -> list[float]:
-    """Train `student` (a GPT) for `steps` AdamW steps, cycling through `batches`; returns the losses.
+            learning_rate: float = 3e-3, progress=None) -> TrainingHistory:
+    """Train `student` (a GPT) for `steps` AdamW steps, cycling through `batches`.
+
+    Returns the TrainingHistory: the distillation loss of every step (no validation loss).
 
     batches: from `teacher_batches`, [(x, y, teacher_logits), ...]. alpha = 0 trains on the hard
     labels y only (the baseline); alpha > 0 mixes in the teacher's soft targets at `temperature`
@@ -141,7 +143,7 @@ def distill(student, batches, *, steps: int, temperature: float = 2.0, alpha: fl
     optimizer = torch.optim.AdamW(student.parameters(), lr=learning_rate, weight_decay=0.0)
     device = next(student.parameters()).device
     student.train()
-    losses = []
+    history = TrainingHistory()
     for step in range(steps):
         x, y, teacher_logits = batches[step % len(batches)]
         logits, _ = student(x.to(device))                                 # (B, T, V)
@@ -153,8 +155,9 @@ def distill(student, batches, *, steps: int, temperature: float = 2.0, alpha: fl
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        history.step.append(step)
+        history.train_loss.append(loss.item())
         if progress is not None:
             progress()
     student.eval()
-    return losses
+    return history

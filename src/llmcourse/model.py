@@ -162,8 +162,9 @@ class GPT(nn.Module):
         return (logits, loss, new_cache) if return_cache else (logits, loss)
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, generator=None):
-        """Extend idx (batch, time) by max_new_tokens tokens, one at a time, each fed back in.
+    def extend(self, idx, max_new_tokens: int, temperature: float = 1.0, generator=None):
+        """idx (batch, time) extended by max_new_tokens tokens, one at a time, each fed back in:
+        (batch, time + max_new_tokens), the prompt followed by the new tokens.
 
         temperature scales the logits before the softmax (0 = always the most likely token).
         The whole (cropped) prefix is recomputed every step: simple, not fast.

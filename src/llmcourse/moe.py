@@ -20,6 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from llmcourse.train import TrainingHistory
+
 
 
 def top_k_gating(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -200,11 +202,12 @@ def context_windows(tokens: torch.Tensor, n_context: int, starts: torch.Tensor) 
 
 def train_lm(model: TinyLM, train_tokens: torch.Tensor, val_tokens: torch.Tensor, *, steps: int = 300,
              batch_size: int = 256, lr: float = 3e-3, aux_weight: float = 0.0, eval_every: int = 25,
-             seed: int = 0, desc: str = "training") -> dict[str, list[float]]:
+             seed: int = 0, desc: str = "training") -> TrainingHistory:
     """Train with AdamW on next-token loss + aux_weight x the MoE's load-balancing loss.
 
-    Returns a history {"step", "train", "val"}: the training loss of every step and the
-    validation loss (nats per token, on 2,048 fixed windows) every `eval_every` steps.
+    Returns the TrainingHistory: the training loss (next-token loss, without the auxiliary loss)
+    of every step and the validation loss (nats per token, on 2,048 fixed windows) every
+    `eval_every` steps and after the last one.
     """
     if aux_weight < 0:
         raise ValueError(f"aux_weight must be >= 0; got {aux_weight}")
@@ -214,13 +217,13 @@ def train_lm(model: TinyLM, train_tokens: torch.Tensor, val_tokens: torch.Tensor
     val_x, val_y = context_windows(val_tokens, n, torch.randint(len(val_tokens) - n, (2048,),
                                                               generator=torch.Generator().manual_seed(1234)))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    history = {"step": [], "train": [], "val": []}
+    history = TrainingHistory()
     for step in tqdm(range(steps + 1), desc=desc, leave=False, mininterval=1.0):
         if step % eval_every == 0 or step == steps:
             model.eval()
             with torch.no_grad():
-                history["val"].append(F.cross_entropy(model(val_x), val_y).item())
-            history["step"].append(step)
+                history.val_loss.append(F.cross_entropy(model(val_x), val_y).item())
+            history.val_step.append(step)
             model.train()
         if step == steps:
             break
@@ -230,5 +233,6 @@ def train_lm(model: TinyLM, train_tokens: torch.Tensor, val_tokens: torch.Tensor
         opt.zero_grad(set_to_none=True)
         (loss + aux_weight * aux).backward()
         opt.step()
-        history["train"].append(loss.item())
+        history.step.append(step)
+        history.train_loss.append(loss.item())
     return history

@@ -24,7 +24,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -62,6 +62,25 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be at least 1; got {getattr(self, name)}")
         if not 0 <= self.min_lr <= self.learning_rate:
             raise ValueError(f"TrainConfig needs 0 <= min_lr <= learning_rate; got {self.min_lr}, {self.learning_rate}")
+
+
+@dataclass
+class TrainingHistory:
+    """What a training loop records; every training loop of the course returns one.
+
+    step, train_loss: every optimizer step and the loss of its batch (nats per token).
+    val_step, val_loss: the steps where the validation loss was measured, and that loss.
+    lr, tokens_per_s: the learning rate and the speed of every step (empty if a loop keeps none).
+    flops_per_token: the model's training FLOPs per token (None if a loop does not count them).
+    """
+
+    step: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    val_step: list[int] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    tokens_per_s: list[float] = field(default_factory=list)
+    flops_per_token: int | None = None
 
 
 def lr_at(step: int, *, max_lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
@@ -171,11 +190,11 @@ class LivePlot:
         self.colors = list(PALETTE.values())
         self.handle = display(self.fig, display_id=True)
 
-    def update(self, history: dict) -> None:
+    def update(self, history: TrainingHistory) -> None:
         ax = self.ax
         ax.clear()
-        ax.plot(history["step"], history["train_loss"], color=self.colors[0], lw=1, label="training batch")
-        ax.plot(history["val_step"], history["val_loss"], color=self.colors[1], ls="--", marker="o", label="validation")
+        ax.plot(history.step, history.train_loss, color=self.colors[0], lw=1, label="training batch")
+        ax.plot(history.val_step, history.val_loss, color=self.colors[1], ls="--", marker="o", label="validation")
         ax.set(xlabel="step", ylabel="loss (nats / token)", title="Loss falls as the model learns")
         ax.legend()
         if self.handle is not None:  # None outside a notebook: nothing to redraw
@@ -189,11 +208,11 @@ def _dist_info() -> tuple[int, int]:
 
 
 def train(model: GPT, train_tokens: torch.Tensor, val_tokens: torch.Tensor, config: TrainConfig, *,
-          out_dir=None, device=None, progress: bool = True, live_plot: bool = False) -> dict:
+          out_dir=None, device=None, progress: bool = True, live_plot: bool = False) -> TrainingHistory:
     """Train `model` (a GPT, or a DistributedDataParallel-wrapped GPT) and return its history.
 
     out_dir: where checkpoints and the log (train.log) go; if it holds a checkpoint, training
-    resumes from it. Returns {"step", "train_loss", "lr", "val_step", "val_loss", ...}.
+    resumes from it (and from the history recorded so far).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     raw = checkpoints._unwrap(model)
@@ -205,7 +224,7 @@ def train(model: GPT, train_tokens: torch.Tensor, val_tokens: torch.Tensor, conf
     decay_steps = config.decay_steps or config.max_steps
     optimizer = make_optimizer(model, config, device)
     generator = torch.Generator().manual_seed(config.seed)  # batches: the same on every process
-    history = {"step": [], "train_loss": [], "lr": [], "val_step": [], "val_loss": [], "tokens_per_s": []}
+    history = TrainingHistory()
     start = 0
     log_path = Path(out_dir) / "train.log" if out_dir is not None else None
     if out_dir is not None and checkpoints.has_checkpoint(out_dir):
@@ -214,7 +233,7 @@ def train(model: GPT, train_tokens: torch.Tensor, val_tokens: torch.Tensor, conf
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
-        history = state["history"]
+        history = TrainingHistory(**state["history"])
         _log(log_path, rank, f"resumed from the checkpoint at step {start}")
     step_model = torch.compile(model) if config.compile else model
     model.train()
@@ -234,10 +253,10 @@ def train(model: GPT, train_tokens: torch.Tensor, val_tokens: torch.Tensor, conf
         x, y = x[rank * share:(rank + 1) * share], y[rank * share:(rank + 1) * share]  # this process's rows
         loss_value = train_step(step_model, optimizer, x.to(device), y.to(device), config.grad_clip)
         speed = tokens_per_step / (time.perf_counter() - t0)
-        history["step"].append(step)
-        history["train_loss"].append(loss_value)
-        history["lr"].append(lr)
-        history["tokens_per_s"].append(speed)
+        history.step.append(step)
+        history.train_loss.append(loss_value)
+        history.lr.append(lr)
+        history.tokens_per_s.append(speed)
         bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.1e}")
         if step % 50 == 0:
             _log(log_path, rank, f"step {step:6d} | train loss {loss_value:.4f} | lr {lr:.2e} | {speed:,.0f} tokens/s")
@@ -246,21 +265,21 @@ def train(model: GPT, train_tokens: torch.Tensor, val_tokens: torch.Tensor, conf
                                     (config.checkpoint_interval and done % config.checkpoint_interval == 0)):
             if rank == 0:
                 state = {"batch_rng": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                         "history": history, "train_config": json.dumps(asdict(config))}
+                         "history": asdict(history), "train_config": json.dumps(asdict(config))}
                 if device.type == "cuda":
                     state["cuda_rng"] = torch.cuda.get_rng_state(device)
                 checkpoints.save_checkpoint(out_dir, raw, optimizer, done, state)
             if world > 1:
                 dist.barrier()
     _validate(raw, val_tokens, config, config.max_steps, history, log_path, rank, plot)  # the final weights
-    history["flops_per_token"] = training_flops_per_token(raw.config)
+    history.flops_per_token = training_flops_per_token(raw.config)
     return history
 
 
 def _validate(model, val_tokens, config, step, history, log_path, rank, plot) -> None:
     val = estimate_loss(model, val_tokens, config.batch_size, config.eval_batches)
-    history["val_step"].append(step)
-    history["val_loss"].append(val)
+    history.val_step.append(step)
+    history.val_loss.append(val)
     _log(log_path, rank, f"step {step:6d} | val loss {val:.4f}")
     if plot:
         plot.update(history)
@@ -299,8 +318,11 @@ def load_data(spec: dict) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     raise ValueError(f"data source must be 'python_docs' or 'markov'; got {source!r}")
 
 
-def read_run_config(path) -> tuple[dict, GPTConfig, TrainConfig]:
-    """A run's JSON file: {"data": {...}, "model": {GPTConfig fields}, "train": {TrainConfig fields}}."""
+def read_run_config(path) -> tuple[dict, dict, TrainConfig]:
+    """A run's JSON file: {"data": {...}, "model": {GPTConfig fields}, "train": {TrainConfig fields}}.
+
+    Returns (the data spec, the model's GPTConfig fields as a dict, the TrainConfig).
+    """
     spec = json.loads(Path(path).read_text())
     unknown = set(spec) - {"data", "model", "train"}
     if unknown or "data" not in spec:
@@ -343,7 +365,7 @@ def main(argv=None) -> int:
                     progress=not args.no_progress)
     if _dist_info()[0] == 0:
         checkpoints.save_weights(out_dir / "model.safetensors", model, {"vocab": json.dumps(vocab)})
-        print(f"final val loss {history['val_loss'][-1]:.4f}; weights in {out_dir / 'model.safetensors'}")
+        print(f"final val loss {history.val_loss[-1]:.4f}; weights in {out_dir / 'model.safetensors'}")
     if distributed:
         dist.destroy_process_group()
     return 0

@@ -15,7 +15,7 @@ Every change redraws, within a fraction of a second on a laptop CPU:
 Buttons set the temperature of the deck's task table (Fact-based Q&A < 0.3, Code Generation
 0.0-0.2, Creative Writing 0.7-1.2, Brainstorming > 1.0).
 
-It works with any model of the `llmcourse.sampling.LanguageModel` protocol (GPTAdapter,
+It works with any model of the `llmcourse.generation.LanguageModel` protocol (GPTAdapter,
 NGramAdapter). What it does with awkward input, shown in a message line above the chart:
 characters the tokenizer never saw are removed ("unknown characters removed: …"); an empty
 prompt starts from the model's fallback (a newline for a GPT, no context for an n-gram model);
@@ -32,9 +32,10 @@ from dataclasses import dataclass
 
 import torch
 
+from llmcourse.data import entropy
+from llmcourse.generation import GPTAdapter, encode_known, generate
 from llmcourse.plots import PALETTE
-from llmcourse.sampling import (GPTAdapter, SamplingConfig, encode_known, entropy, generate,
-                                next_token_distribution, token_counts)
+from llmcourse.sampling import SamplingConfig, next_token_distribution, token_counts
 
 # The deck's "Practical Applications" table: task, the temperature a preset sets, the deck's range, benefit.
 PRESETS = [
@@ -257,7 +258,7 @@ def lab_for(model, tokenizer=None, **kwargs) -> TemperatureLab:
     """A TemperatureLab for a GPT (with its tokenizer), an NGramModel, or any LanguageModel."""
     from llmcourse.model import GPT
     from llmcourse.ngram import NGramModel
-    from llmcourse.sampling import NGramAdapter
+    from llmcourse.generation import NGramAdapter
 
     if isinstance(model, GPT):
         if tokenizer is None:

@@ -14,6 +14,7 @@ import torch
 
 from llmcourse import sampling
 from llmcourse.checks.core import call, compare, fail, passed
+from llmcourse.data import entropy
 
 NEG_INF = -math.inf
 
@@ -150,12 +151,12 @@ def q5(entropy_bits, seed: int = 0) -> None:
     probs[0] /= probs[0].sum()
     probs[1] = torch.zeros(8, dtype=probs.dtype).index_fill(0, torch.tensor([2]), 1.0)  # certain: 0 bits
     got = call("q5", entropy_bits, probs.clone())
-    nats = sampling.entropy(probs)
+    nats = entropy(probs)
     compare("q5", got, nats / math.log(2), name="entropy_bits(probs)", mistakes=[
         ("returned nats (natural log); for bits use log2, or divide nats by ln 2", nats),
         ("used log10 (that unit is the 'hartley'); bits need log2", nats / math.log(10)),
         ("forgot the minus sign: entropy is -sum p log p, never negative", -nats / math.log(2)),
-        ("summed over the wrong axis (dim 0); each row is one distribution", sampling.entropy(probs.T) / math.log(2)),
+        ("summed over the wrong axis (dim 0); each row is one distribution", entropy(probs.T) / math.log(2)),
     ], hint="0 * log 0 must count as 0: use torch.where(p > 0, p * log2(p), 0), or clamp p before the log")
     passed("q5", "entropy in bits, with 0 log 0 = 0")
 

@@ -134,7 +134,7 @@ def q4(generate_greedy, seed: int = 0) -> None:
     n_new = 2 * T  # long enough that the text outgrows the context
     with torch.no_grad():
         got = call("q4", generate_greedy, model, prompt.clone(), n_new)
-        expected = model.generate(prompt, n_new, temperature=0)
+        expected = model.extend(prompt, n_new, temperature=0)
 
         def wrong(pick, crop):
             idx = prompt.clone()
@@ -155,4 +155,4 @@ def q4(generate_greedy, seed: int = 0) -> None:
          "idx[:, -T:]", front),
     ], hint="each step: logits = model(idx[:, -T:])[0]; next_id = logits[:, -1].argmax(-1, keepdim=True); "
             "idx = torch.cat([idx, next_id], dim=1)")
-    passed("q4", f"{n_new} greedy tokens per row, cropped to the last {T} tokens, equal to GPT.generate(temperature=0)")
+    passed("q4", f"{n_new} greedy tokens per row, cropped to the last {T} tokens, equal to GPT.extend(temperature=0)")
