@@ -32,7 +32,9 @@ KVCache = list  # one (keys, values) pair per layer, each (batch, heads, t_past,
 class GPTConfig:
     """The architectural hyperparameters of a GPT (defaults: nanoGPT's CPU configuration).
 
-        >>> GPTConfig(vocab_size=103, n_layers=4, d_model=128, n_heads=4, context_length=64)
+        >>> config = GPTConfig(vocab_size=103, n_layers=4, d_model=128, n_heads=4, context_length=64)
+        >>> config.d_model // config.n_heads       # each head works in a 32-dimensional slice
+        32
     """
 
     vocab_size: int = 103       # how many distinct tokens (rows of the embedding table)
@@ -187,7 +189,10 @@ def count_parameters(config: GPTConfig) -> int:
     """The number of trainable parameters of GPT(config), counted without building it.
 
         >>> count_parameters(GPTConfig(vocab_size=65, n_layers=4, d_model=128, n_heads=4, context_length=64))
-        809,856 (= 8,320 token + 8,192 position + 4 x 198,272 per block + 256 final LayerNorm)
+        809856
+
+    That is 8,320 (token embeddings) + 8,192 (positions) + 4 x 198,272 (blocks) + 256 (final
+    LayerNorm); the output layer shares the token embeddings' weights (tie_weights).
     """
     d, V, b = config.d_model, config.vocab_size, int(config.bias)
     layernorm = d + b * d                                   # scale (+ shift)

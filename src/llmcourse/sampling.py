@@ -17,7 +17,8 @@ Every function works on a single distribution (vocab,) or a batch (batch, vocab)
 Feeding each drawn token back in, many times over, is `llmcourse.generation`.
 
     >>> probs = next_token_distribution(torch.tensor([2.0, 1.0, 0.0]), temperature=0.5)
-    >>> probs                                    # softmax([4, 2, 0]) = [0.867, 0.117, 0.016]
+    >>> [round(p, 3) for p in probs.tolist()]    # softmax([2, 1, 0] / 0.5) = softmax([4, 2, 0])
+    [0.867, 0.117, 0.016]
 """
 from __future__ import annotations
 

@@ -57,8 +57,8 @@ def _check_count(name: str, value: int, minimum: int = 1) -> int:
 def grid_points(bounds: Bounds, n_per_dim: int) -> torch.Tensor:
     """Every combination of `n_per_dim` evenly spaced values per dimension: (n_per_dim ** D, D).
 
-        >>> grid_points([(0, 1), (10, 20)], 2)
-        tensor([[ 0., 10.], [ 0., 20.], [ 1., 10.], [ 1., 20.]])
+        >>> grid_points([(0, 1), (10, 20)], 2).tolist()
+        [[0.0, 10.0], [0.0, 20.0], [1.0, 10.0], [1.0, 20.0]]
 
     The values of one dimension include both ends; with n_per_dim == 1 it is the midpoint.
     The last dimension varies fastest (like nested for-loops).
@@ -260,8 +260,9 @@ def fit_power_law(n, loss, *, e_max: float | None = None) -> tuple[float, float,
     smallest loss (or `e_max`), to minimise the squared error of L itself: a coarse scan, then a
     golden-section refinement around the best scan point.
 
-        >>> N = [1e3, 1e4, 1e5, 1e6]; fit_power_law(N, power_law(N, 1.5, 20.0, 0.3))
-        (1.5, 20.0, 0.3)   # to about 1e-4
+        >>> N = [1e3, 1e4, 1e5, 1e6]
+        >>> [round(v, 4) for v in fit_power_law(N, power_law(N, 1.5, 20.0, 0.3))]   # the law it was given
+        [1.5, 20.0, 0.3]
     """
     n = torch.as_tensor(n, dtype=torch.float64).flatten()
     loss = torch.as_tensor(loss, dtype=torch.float64).flatten()
@@ -294,8 +295,9 @@ def chinchilla_optimal(compute_flops: float, tokens_per_parameter: float = 20.0)
     Training costs C = 6 N D FLOPs; Hoffmann et al. (2022) found the best loss for a given C
     near D = 20 N. Together: C = 6 N (20 N) = 120 N^2, so N = sqrt(C / 120) and D = 20 N.
 
-        >>> chinchilla_optimal(5.76e23)   # Chinchilla's own budget
-        (6.93e10, 1.39e12)                # ~70B parameters, ~1.4T tokens
+        >>> N, D = chinchilla_optimal(5.76e23)   # Chinchilla's own budget: ~70B parameters, ~1.4T tokens
+        >>> f"{N:.2e} parameters, {D:.2e} tokens"
+        '6.93e+10 parameters, 1.39e+12 tokens'
     """
     if not compute_flops > 0 or not tokens_per_parameter > 0:
         raise ValueError(f"compute_flops and tokens_per_parameter must be positive; got "
@@ -311,8 +313,8 @@ def fit_log_line(x, y) -> tuple[float, float]:
     The straight line on a log-log plot: Kaplan et al.'s pure power laws L(N) = (N_c / N)^alpha_N
     (a = -alpha_N) and the exponent of N_opt against compute (N_opt = k C^a) are both this fit.
 
-        >>> fit_log_line([1, 10, 100], [3, 30, 300])
-        (1.0, 3.0)
+        >>> [round(v, 6) for v in fit_log_line([1, 10, 100], [3, 30, 300])]   # y = 3 x^1
+        [1.0, 3.0]
     """
     x = torch.as_tensor(x, dtype=torch.float64).flatten()
     y = torch.as_tensor(y, dtype=torch.float64).flatten()

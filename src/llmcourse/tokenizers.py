@@ -47,8 +47,10 @@ class CharTokenizer:
     """One id per character seen in the training text, in sorted order.
 
         >>> tok = CharTokenizer("hello")
-        >>> tok.vocab          # ['e', 'h', 'l', 'o']
-        >>> tok.encode("hole") # [1, 3, 2, 0]
+        >>> tok.vocab
+        ['e', 'h', 'l', 'o']
+        >>> tok.encode("hole")
+        [1, 3, 2, 0]
     """
 
     def __init__(self, text: str):
@@ -257,9 +259,12 @@ class BPETokenizer:
     """A byte-level BPE tokenizer: ids 0..255 are bytes, then one id per merge, then special tokens.
 
         >>> tok = BPETokenizer.train("aaabdaaabac", vocab_size=259)
-        >>> tok.merges          # {(97, 97): 256, (97, 98): 257, (256, 257): 258}: "aa", "ab", "aaab"
-        >>> tok.encode("aaabdaaabac")   # [258, 100, 258, 97, 99]   ("aaab" "d" "aaab" "a" "c")
-        >>> tok.decode([258, 100])      # 'aaabd'
+        >>> tok.merges                  # "aa" -> 256, "ab" -> 257, "aa" + "ab" = "aaab" -> 258
+        {(97, 97): 256, (97, 98): 257, (256, 257): 258}
+        >>> tok.encode("aaabdaaabac")   # "aaab" "d" "aaab" "a" "c"
+        [258, 100, 258, 97, 99]
+        >>> tok.decode([258, 100])
+        'aaabd'
 
     Any string round-trips exactly (`decode(encode(s)) == s`), because any string is UTF-8 bytes
     and every byte is a token. Special tokens such as "<|endoftext|>" are encoded as one id each
