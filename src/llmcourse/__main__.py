@@ -5,6 +5,7 @@
     execute     run notebooks in place and store their outputs (for maintainers)
     envcheck    check that this machine is ready for the course
     grade       grade a class's submitted exercises (see docs/grading.md)
+    progress    your own exercises graded: points per unit and question, and what to do next
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sys
 
 COMMANDS = {"exercises": "llmcourse.course.exercises", "slides": "llmcourse.course.slides",
             "execute": "llmcourse.course.execute", "envcheck": "llmcourse.course.envcheck",
-            "grade": "llmcourse.course.grading"}
+            "grade": "llmcourse.course.grading", "progress": "llmcourse.course.progress"}
 
 
 def main(argv: list[str]) -> int:
