@@ -46,7 +46,7 @@ def pytest_runtest_makereport(item, call):
     if report.when == "call" and report.passed and _seconds[notebook] > NOTEBOOK_BUDGET_S:
         report.outcome = "failed"
         report.longrepr = (f"{notebook} has run for {_seconds[notebook]:.1f} s, over its budget of "
-                           f"{NOTEBOOK_BUDGET_S:.0f} s (COURSE_DESIGN.md, section 8)")
+                           f"{NOTEBOOK_BUDGET_S:.0f} s (README, For maintainers; LLMCOURSE_NOTEBOOK_BUDGET_S sets it)")
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -164,12 +164,12 @@ def test_causal_with_more_queries_than_keys_is_refused():
 
 
 @pytest.mark.parametrize("call,message", [
-    (lambda: causal_mask(0), "t_q must be a positive int; got 0"),
-    (lambda: causal_mask(3, 2.5), "t_k must be a positive int; got 2.5"),
+    (lambda: causal_mask(0), "t_q must be an int >= 1; got 0"),
+    (lambda: causal_mask(3, 2.5), "t_k must be an int >= 1; got 2.5"),
     (lambda: padding_mask([2, 6], 5), r"between 1 and t_k=5; got \[2, 6\]"),
     (lambda: padding_mask([[2]], 5), r"1-D sequence of ints.*shape \(1, 1\)"),
     (lambda: padding_mask([2.0], 5), "1-D sequence of ints"),
-    (lambda: padding_mask([2], 0), "t_k must be a positive int"),
+    (lambda: padding_mask([2], 0), "t_k must be an int >= 1"),
 ])
 def test_bad_mask_arguments(call, message):
     with pytest.raises(ValueError, match=message):

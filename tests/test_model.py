@@ -170,8 +170,8 @@ def test_dropout_is_active_in_training_and_off_in_eval():
 
 @pytest.mark.parametrize("fields, message", [
     ({"d_model": 30, "n_heads": 4}, r"d_model \(30\) must be divisible by n_heads \(4\)"),
-    ({"n_layers": 0}, r"n_layers must be a positive int; got 0"),
-    ({"vocab_size": 2.5}, r"vocab_size must be a positive int"),
+    ({"n_layers": 0}, r"n_layers must be an int >= 1; got 0"),
+    ({"vocab_size": 2.5}, r"vocab_size must be an int >= 1"),
     ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
 ])
 def test_bad_config_is_a_clear_error(fields, message):
@@ -204,5 +204,5 @@ def test_wrong_idx_and_targets_are_clear_errors():
 
 
 def test_memory_bytes_refuses_bad_batch_size():
-    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
         memory_bytes(TINY, 0)

@@ -87,7 +87,7 @@ def test_parameter_count_does_not_depend_on_heads(n_heads):
 def test_bad_input_errors_name_the_shapes():
     with pytest.raises(ValueError, match=r"d_model \(10\) must be divisible by n_heads \(4\).*2\.5"):
         MultiHeadAttention(10, 4)
-    with pytest.raises(ValueError, match="n_heads must be a positive int; got 0"):
+    with pytest.raises(ValueError, match="n_heads must be an int >= 1; got 0"):
         MultiHeadAttention(8, 0)
     mha = MultiHeadAttention(8, 2)
     with pytest.raises(ValueError, match=r"x must be \(batch, time, d_model=8\); got \(5, 8\).*unsqueeze"):

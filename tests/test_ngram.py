@@ -226,10 +226,10 @@ def test_fitting_order_six_on_the_corpus_is_vectorised():
     (dict(ids=torch.tensor([0.0, 1.0]), order=2), r"integer token ids; got dtype torch.float32"),
     (dict(ids="abc", order=2), r"not a string"),
     (dict(ids=[0, 1], order=2, smoothing="laplace"), r"smoothing must be one of 'none', 'add-k', 'interpolated'"),
-    (dict(ids=[0, 1], order=2, smoothing="add-k", k=0), r"k must be a positive number"),
-    (dict(ids=[0, 1], order=2, smoothing="add-k", k=float("inf")), r"k must be a positive number"),
+    (dict(ids=[0, 1], order=2, smoothing="add-k", k=0), r"k must be a finite number > 0"),
+    (dict(ids=[0, 1], order=2, smoothing="add-k", k=float("inf")), r"k must be a finite number > 0"),
     (dict(ids=[0, 1], order=2, k=0.5), r"k is only used with smoothing='add-k'"),
-    (dict(ids=[0, 1], order=2, vocab_size=0), r"vocab_size must be a positive int"),
+    (dict(ids=[0, 1], order=2, vocab_size=0), r"vocab_size must be an int >= 1"),
     (dict(ids=[0, 1], order=40, vocab_size=300), r"vocab_size \*\* order <= 2\*\*62"),
 ])
 def test_bad_input_is_refused_naming_the_argument(kwargs, message):
@@ -246,7 +246,7 @@ def test_bad_queries_are_refused_naming_the_argument():
         model.next_token_logits([7])
     with pytest.raises(ValueError, match="ids must hold at least one token"):
         model.cross_entropy([])
-    with pytest.raises(ValueError, match="n must be a non-negative int"):
+    with pytest.raises(ValueError, match="n must be an int >= 0"):
         model.sample(-1)
     with pytest.raises(ValueError, match="sample_text needs a tokenizer"):
         model.sample_text(3)

@@ -23,7 +23,7 @@ def test_seed_everything_makes_python_numpy_and_torch_repeat():
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "0", True, None])
 def test_seed_must_be_a_non_negative_int(bad):
-    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
         seed_everything(bad)
 
 
@@ -72,7 +72,7 @@ def test_setup_seeds_sets_threads_and_reports(capsys):
         a = torch.rand(3)
         llmcourse.setup(seed=5, threads=1, device="cpu", quiet=True)
         assert torch.equal(a, torch.rand(3))
-        with pytest.raises(ValueError, match="threads must be a positive int"):
+        with pytest.raises(ValueError, match="threads must be an int >= 1"):
             llmcourse.setup(threads=0)
     finally:
         torch.set_num_threads(before)

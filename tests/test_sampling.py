@@ -138,7 +138,7 @@ def test_top_p_edge_cases():
     assert (top_p_filter(ties, 0.5) > -INF).tolist() == [True, True, True, True]  # 0.2's tie together
     assert (top_p_filter(ties, 0.4) > -INF).tolist() == [True, False, False, False]
     for bad in (0, -0.1, 1.01, float("nan"), None):
-        with pytest.raises(ValueError, match=r"top_p must be a number in \(0, 1\]"):
+        with pytest.raises(ValueError, match=r"top_p must be a finite number in \(0, 1\]"):
             top_p_filter(z, bad)
 
 

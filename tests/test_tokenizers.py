@@ -168,9 +168,9 @@ def test_bad_input_is_refused_with_the_argument_named(tok):
         BPETokenizer.train("", 300)
     with pytest.raises(ValueError, match=r"text must be a non-empty string"):
         train_bpe("", 300)
-    with pytest.raises(ValueError, match=r"vocab_size must be an int of at least 256 \(the 256 byte tokens.*got 100"):
+    with pytest.raises(ValueError, match=r"vocab_size must be an int >= 256 \(the 256 byte tokens.*got 100"):
         train_bpe("hello", 100)
-    with pytest.raises(ValueError, match=r"at least 257 \(the 256 byte tokens \+ 1 special token.*got 256"):
+    with pytest.raises(ValueError, match=r"vocab_size must be an int >= 257 \(the 256 byte tokens \+ 1 special token.*got 256"):
         BPETokenizer.train("hello", 256, special_tokens=[EOT])
     with pytest.raises(ValueError, match=r"ids must be token ids of this tokenizer \(0\.\.456\); got unknown ids \[457, -1\]"):
         tok.decode([104, 457, -1])
@@ -192,8 +192,26 @@ def test_sentencepiece_unigram_trains_quietly_and_round_trips(corpus, capfd):
     assert sp.decode(sp.encode(line)) == line
     pieces = sp.encode(corpus.val[:5_000])
     assert len(pieces) < 0.8 * len(corpus.val[:5_000].encode("utf-8"))  # 141 learned pieces already help
-    with pytest.raises(ValueError, match="vocab_size must be an int of at least 260"):
-        train_sentencepiece("hello", 100)
+
+
+@pytest.mark.parametrize("vocab_size", [100, 266, 268, 5000, 260.0, True])
+def test_sentencepiece_refuses_sizes_outside_the_text_s_range_and_names_it(vocab_size):
+    # "hello world": 8 distinct characters + 256 bytes + 3 control pieces = 267 pieces at least,
+    # and SentencePiece finds nothing more to learn in it, so 267 is also the most.
+    expected = r"vocab_size must be an int (>= 267|in \[267, 267\] for this text) \(.*8 characters.*got "
+    with pytest.raises(ValueError, match=expected):
+        train_sentencepiece("hello world", vocab_size)
+    assert train_sentencepiece("hello world", 267).get_piece_size() == 267
+
+
+def test_sentencepiece_range_on_a_real_text(corpus):
+    text = corpus.train[:20_000]
+    n_chars = len(set(text.replace("\n", "")))
+    with pytest.raises(ValueError, match=rf"vocab_size must be an int >= {n_chars + 259} \({n_chars} characters"):
+        train_sentencepiece(text, n_chars + 258)
+    assert train_sentencepiece(text, n_chars + 259).get_piece_size() == n_chars + 259
+    with pytest.raises(ValueError, match=rf"vocab_size must be an int in \[{n_chars + 259}, \d+\] for this text"):
+        train_sentencepiece(text, 50_000)
 
 
 def test_pattern_chunks_never_merge_across_words(tok):

@@ -21,7 +21,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from llmcourse.model import eval_mode
 from llmcourse.tokenizers import CharTokenizer
+from llmcourse.validate import check_int
 
 LETTERS = "abcdef"                 # the words of the grammar are made of these letters
 TASKS = ("reverse", "add", "upper")
@@ -269,13 +271,11 @@ def evaluate(model, tok: CharTokenizer, prompt_list: Sequence[str], max_new_toke
     """
     if not prompt_list:
         raise ValueError("prompt_list must hold at least one prompt")
-    was_training = model.training
-    model.eval()
     answers = [""] * len(prompt_list)
     by_length: dict[int, list[int]] = {}
     for i, p in enumerate(prompt_list):
         by_length.setdefault(len(tok.encode(chat(p))), []).append(i)
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(model):
         for group in by_length.values():
             ids = torch.tensor([tok.encode(chat(prompt_list[i])) for i in group])   # (group, time)
             done = torch.zeros(len(group), dtype=torch.bool)
@@ -288,7 +288,6 @@ def evaluate(model, tok: CharTokenizer, prompt_list: Sequence[str], max_new_toke
                 if done.all():
                     break
                 ids = torch.cat([ids, next_id[:, None]], dim=1)
-    model.train(was_training)
     correct = [a == solve(p) + "\n" for p, a in zip(prompt_list, answers)]
     return {"accuracy": sum(correct) / len(correct),
             "stopped": sum(a.endswith("\n") for a in answers) / len(answers),
@@ -352,8 +351,7 @@ def best_of_n_probs(ref_probs: torch.Tensor, rewards: torch.Tensor, n: int) -> t
     log n - (n - 1) / n.
     """
     _check_probs("ref_probs", ref_probs)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int; got {n!r}")
+    check_int(n, "n")
     if len(torch.unique(rewards)) != len(rewards):
         raise ValueError("rewards must be distinct (ties would need a tie-breaking rule)")
     order = rewards.argsort()

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import torch
 from einops import einsum
 
+from llmcourse.validate import check_int
+
 
 def causal_mask(t_q: int, t_k: int | None = None, device=None) -> torch.Tensor:
     """(t_q, t_k) bool, True where a query may NOT look: keys in its future.
@@ -39,9 +41,8 @@ def causal_mask(t_q: int, t_k: int | None = None, device=None) -> torch.Tensor:
     tensor([[0, 0, 0]], dtype=torch.int32)
     """
     t_k = t_q if t_k is None else t_k
-    for name, value in (("t_q", t_q), ("t_k", t_k)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int; got {value!r}")
+    check_int(t_q, "t_q")
+    check_int(t_k, "t_k")
     query_pos = torch.arange(t_q, device=device).unsqueeze(1) + (t_k - t_q)  # (t_q, 1)
     key_pos = torch.arange(t_k, device=device).unsqueeze(0)                  # (1, t_k)
     return key_pos > query_pos                                               # (t_q, t_k)
@@ -60,8 +61,7 @@ def padding_mask(lengths: Sequence[int] | torch.Tensor, t_k: int, device=None) -
     <BLANKLINE>
             [[1, 1, 1]]], dtype=torch.int32)
     """
-    if isinstance(t_k, bool) or not isinstance(t_k, int) or t_k < 1:
-        raise ValueError(f"t_k must be a positive int; got {t_k!r}")
+    check_int(t_k, "t_k")
     lengths = torch.as_tensor(lengths, device=device)
     if lengths.dim() != 1 or lengths.is_floating_point() or lengths.dtype == torch.bool:
         raise ValueError(f"lengths must be a 1-D sequence of ints, one per text; got {lengths.dtype} "

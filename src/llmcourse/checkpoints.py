@@ -27,7 +27,7 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
-from llmcourse.model import GPT, GPTConfig
+from llmcourse.model import GPT, GPTConfig, unwrap
 from llmcourse.tokenizers import CharTokenizer
 
 STATE_FILE = "state.pt"
@@ -50,15 +50,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.close(fd)
 
 
-def _unwrap(model) -> GPT:
-    """The GPT inside a DistributedDataParallel or torch.compile wrapper."""
-    model = getattr(model, "module", model)
-    model = getattr(model, "_orig_mod", model)
-    if not isinstance(model, GPT):
-        raise ValueError(f"expected an llmcourse.model.GPT (possibly wrapped); got {type(model).__name__}")
-    return model
-
-
 def _weights(model: GPT) -> dict[str, torch.Tensor]:
     """The state dict without the tied output layer (it IS the token embedding; stored once)."""
     state = model.state_dict()
@@ -69,7 +60,7 @@ def _weights(model: GPT) -> dict[str, torch.Tensor]:
 
 def weights_bytes(model, metadata: dict | None = None) -> bytes:
     """The model's weights as safetensors bytes, its config (JSON) in the header."""
-    model = _unwrap(model)
+    model = unwrap(model)
     meta = {"config": json.dumps(model.config.to_dict())}
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
     return safetensors.torch.save(_weights(model), metadata=meta)
@@ -112,7 +103,7 @@ def load_weights(path, model: GPT | None = None, device=None) -> GPT:
     config = GPTConfig.from_dict(json.loads(metadata["config"]))
     if model is None:
         model = GPT(config)
-    raw = _unwrap(model)
+    raw = unwrap(model)
     _check_config(raw.config, config, path)
     missing, unexpected = raw.load_state_dict(tensors, strict=False)
     tied = {"lm_head.weight"} if config.tie_weights else set()

@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from llmcourse.validate import check_int
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
-    return value
 
 
 def favourite_token_task(batch_size: int, length: int, vocab_size: int, p_favourite: float = 0.5,
@@ -37,9 +34,9 @@ def favourite_token_task(batch_size: int, length: int, vocab_size: int, p_favour
 
     Returns tokens (batch, length) int64 and favourite (batch,) int64.
     """
-    _positive_int(batch_size, "batch_size")
-    _positive_int(length, "length")
-    _positive_int(vocab_size, "vocab_size")
+    check_int(batch_size, "batch_size")
+    check_int(length, "length")
+    check_int(vocab_size, "vocab_size")
     if not 0.0 <= p_favourite <= 1.0:
         raise ValueError(f"p_favourite must be a probability in [0, 1]; got {p_favourite!r}")
     favourite = torch.randint(vocab_size, (batch_size,), generator=generator)          # (B,)
@@ -61,7 +58,7 @@ def count_predictions(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype != torch.long:
         raise ValueError(f"tokens must be a (batch, time) int64 tensor; got {getattr(tokens, 'dtype', type(tokens))} "
                          f"{tuple(getattr(tokens, 'shape', ()))}")
-    _positive_int(vocab_size, "vocab_size")
+    check_int(vocab_size, "vocab_size")
     counts = torch.nn.functional.one_hot(tokens, vocab_size).cumsum(dim=1)             # (B, T, V) counts so far
     return counts.argmax(dim=-1)                                                       # (B, T)
 
@@ -105,7 +102,7 @@ def attention_flops(T: int, d: int) -> int:
 
         attention_flops(1024, 768)  ->  3,221,225,472
     """
-    return 4 * _positive_int(T, "T") ** 2 * _positive_int(d, "d")
+    return 4 * check_int(T, "T") ** 2 * check_int(d, "d")
 
 
 def projection_flops(T: int, d: int) -> int:
@@ -115,12 +112,12 @@ def projection_flops(T: int, d: int) -> int:
 
         projection_flops(1024, 768)  ->  14,495,514,624
     """
-    return 24 * _positive_int(T, "T") * _positive_int(d, "d") ** 2
+    return 24 * check_int(T, "T") * check_int(d, "d") ** 2
 
 
 def crossover_length(d: int) -> int:
     """The context length where attention_flops equals projection_flops: 4 T^2 d = 24 T d^2 -> T = 6 d."""
-    return 6 * _positive_int(d, "d")
+    return 6 * check_int(d, "d")
 
 
 def kv_cache_bytes(n_layers: int, T: int, d: int, dtype_bytes: int = 2, batch_size: int = 1) -> int:
@@ -132,7 +129,7 @@ def kv_cache_bytes(n_layers: int, T: int, d: int, dtype_bytes: int = 2, batch_si
         kv_cache_bytes(n_layers=4, T=64, d=128, dtype_bytes=4)  ->  262,144 (256 KiB)
     """
     for name, value in (("n_layers", n_layers), ("T", T), ("d", d), ("batch_size", batch_size)):
-        _positive_int(value, name)
+        check_int(value, name)
     if dtype_bytes not in (1, 2, 4, 8):
         raise ValueError(f"dtype_bytes must be 1, 2, 4 or 8; got {dtype_bytes!r}")
     return 2 * n_layers * T * d * dtype_bytes * batch_size

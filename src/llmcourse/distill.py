@@ -19,18 +19,12 @@ training on the hard labels, the baseline to beat).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from llmcourse.train import TrainingHistory, get_batch
+from llmcourse.validate import check_int, check_number
 
-
-def _check_temperature(temperature: float) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
 
 
 def _check_pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
@@ -47,7 +41,7 @@ def softened_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
         softened_softmax(tensor([2., 1., 0.]), 1) -> [0.665, 0.245, 0.090]
         softened_softmax(tensor([2., 1., 0.]), 4) -> [0.419, 0.326, 0.254]   (same order, flatter)
     """
-    _check_temperature(temperature)
+    check_number(temperature, "temperature", above=0)
     return torch.softmax(logits / temperature, dim=-1)
 
 
@@ -59,7 +53,7 @@ def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     F.kl_div(log q, p, reduction="batchmean") on the flattened (positions, vocab) tensors.
     """
     _check_pair(student_logits, teacher_logits)
-    _check_temperature(temperature)
+    check_number(temperature, "temperature", above=0)
     log_q = F.log_softmax(student_logits / temperature, dim=-1)         # (..., V) student
     log_p = F.log_softmax(teacher_logits / temperature, dim=-1)         # (..., V) teacher
     kl = (log_p.exp() * (log_p - log_q)).sum(-1)                        # (...,) one KL per position
@@ -81,8 +75,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     if labels.shape != student_logits.shape[:-1]:
         raise ValueError(f"labels must have shape {tuple(student_logits.shape[:-1])} (the logits without the "
                          f"vocab axis); got {tuple(labels.shape)}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be a number in [0, 1]; got {alpha!r}")
+    check_number(alpha, "alpha", minimum=0, maximum=1)
     hard = F.cross_entropy(student_logits.reshape(-1, student_logits.shape[-1]), labels.reshape(-1))
     if alpha == 0:
         return hard
@@ -113,8 +106,7 @@ def teacher_batches(teacher, tokens: torch.Tensor, *, n_batches: int, batch_size
     batch here, so several students can be trained on exactly the same data and targets without
     paying for the (big) teacher again. teacher=None leaves teacher_logits out (None).
     """
-    if isinstance(n_batches, bool) or not isinstance(n_batches, int) or n_batches < 1:
-        raise ValueError(f"n_batches must be a positive int; got {n_batches!r}")
+    check_int(n_batches, "n_batches")
     generator = torch.Generator().manual_seed(seed)
     batches = []
     with torch.no_grad():
@@ -134,8 +126,7 @@ def distill(student, batches, *, steps: int, temperature: float = 2.0, alpha: fl
     labels y only (the baseline); alpha > 0 mixes in the teacher's soft targets at `temperature`
     with `distillation_loss`. `progress`, if given, is called once per step (e.g. a tqdm bar's update).
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int; got {steps!r}")
+    check_int(steps, "steps")
     if not batches:
         raise ValueError("batches must be a non-empty list of (x, y, teacher_logits); see teacher_batches")
     if alpha > 0 and batches[0][2] is None:

@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from llmcourse.validate import is_int
+
 # --- 1. lookup -----------------------------------------------------------------------------------
 
 
@@ -305,7 +307,7 @@ def pca_2d(x: torch.Tensor) -> torch.Tensor:
 
 
 def _check_pairs(d: int, name: str) -> None:
-    if isinstance(d, bool) or not isinstance(d, int) or d < 2 or d % 2:
+    if not is_int(d) or d < 2 or d % 2:
         raise ValueError(f"{name} must be a positive even int (the dimensions come in (sin, cos) pairs); got {d!r}")
 
 
@@ -381,8 +383,7 @@ def image_patches(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     if images.dim() != 4:
         raise ValueError(f"images must be (batch, channels, height, width); got shape {tuple(images.shape)}")
     height, width = images.shape[-2:]
-    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1 \
-            or height % patch_size or width % patch_size:
+    if not is_int(patch_size) or patch_size < 1 or height % patch_size or width % patch_size:
         raise ValueError(f"patch_size must be a positive int dividing height {height} and width {width}; "
                          f"got {patch_size!r}")
     return rearrange(images, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch_size, p2=patch_size)

@@ -23,6 +23,7 @@ import torch
 
 from llmcourse.data import entropy
 from llmcourse.sampling import SamplingConfig, next_token_distribution, sample_from, token_counts
+from llmcourse.validate import check_int
 
 
 # --- the model protocol and its adapters ------------------------------------------------------------
@@ -193,10 +194,8 @@ def generate(model, prompt_ids: Sequence[int], max_new_tokens: int, config: Samp
         tok.decode(gen.tokens[0])
     """
     config = config if config is not None else SamplingConfig()
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an int >= 0; got {max_new_tokens!r}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be an int >= 1; got {num_samples!r}")
+    check_int(max_new_tokens, "max_new_tokens", 0)
+    check_int(num_samples, "num_samples")
     rows = _prompt_rows(prompt_ids, num_samples)
     num_samples = len(rows)
     vocab_size = len(model.tokenizer.vocab)

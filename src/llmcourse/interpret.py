@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from llmcourse.validate import check_int
+
 # --------------------------------------------------------------------------- calibration
 
 
@@ -51,8 +53,7 @@ def bin_index(confidences: torch.Tensor, n_bins: int) -> torch.Tensor:
         >>> bin_index(torch.tensor([0.0, 0.05, 0.1, 0.95, 1.0]), 10)
         tensor([0, 0, 1, 9, 9])
     """
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive int; got {n_bins!r}")
+    check_int(n_bins, "n_bins")
     return (confidences * n_bins).floor().long().clamp(0, n_bins - 1)
 
 
@@ -174,8 +175,7 @@ def repeated_random_sequences(n: int, segment_length: int, vocab_size: int, gene
     of a segment are distinct, so each token of the second half has exactly one earlier copy.
     """
     for name, value in (("n", n), ("segment_length", segment_length), ("vocab_size", vocab_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int; got {value!r}")
+        check_int(value, name)
     if segment_length > vocab_size:
         raise ValueError(f"segment_length ({segment_length}) must be at most vocab_size ({vocab_size}) "
                          f"for the segment's tokens to be distinct")
@@ -273,8 +273,7 @@ def segment_repeat_batch(n: int, length: int, vocab_size: int, segment_lengths: 
         tokens  7 3 [5 9 2] 8 1 [5 9 2] 4      predictable targets: the 9 and 2 of the copy
     """
     lo, hi = segment_lengths
-    if isinstance(length, bool) or not isinstance(length, int) or length < 2 * hi:
-        raise ValueError(f"length must be an int of at least 2 * max segment length = {2 * hi}; got {length!r}")
+    check_int(length, "length", 2 * hi, why="twice the longest segment")
     if not 2 <= lo <= hi:
         raise ValueError(f"segment_lengths must be (lo, hi) with 2 <= lo <= hi; got {segment_lengths!r}")
     tokens = torch.randint(vocab_size, (n, length), generator=generator)

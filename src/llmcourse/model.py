@@ -17,6 +17,8 @@ what a config costs without building it: `count_parameters`, `training_flops_per
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmcourse.multihead import MultiHeadAttention
+from llmcourse.validate import check_int
 
 KVCache = list  # one (keys, values) pair per layer, each (batch, heads, t_past, d_head)
 
@@ -50,8 +53,7 @@ class GPTConfig:
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "n_layers", "d_model", "n_heads"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"GPTConfig.{name} must be a positive int; got {value!r}")
+            check_int(value, f"GPTConfig.{name}")
         if self.d_model % self.n_heads:
             raise ValueError(f"GPTConfig.d_model ({self.d_model}) must be divisible by n_heads "
                              f"({self.n_heads}), so that every head gets d_model / n_heads dimensions")
@@ -185,6 +187,31 @@ class GPT(nn.Module):
         return idx
 
 
+def unwrap(model) -> GPT:
+    """The GPT inside a DistributedDataParallel (`.module`) or torch.compile (`._orig_mod`)
+    wrapper; a GPT comes back as it is. Anything else is a ValueError."""
+    model = getattr(model, "module", model)
+    model = getattr(model, "_orig_mod", model)
+    if not isinstance(model, GPT):
+        raise ValueError(f"expected an llmcourse.model.GPT (possibly wrapped); got {type(model).__name__}")
+    return model
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Evaluation mode (no dropout) inside the block; afterwards the mode the model was in before.
+
+        with eval_mode(model):
+            loss = model(x, y)[1]
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def count_parameters(config: GPTConfig) -> int:
     """The number of trainable parameters of GPT(config), counted without building it.
 
@@ -246,8 +273,7 @@ def memory_bytes(config: GPTConfig, batch_size: int, dtype_bytes: int = 4) -> di
                  (Korthikanti et al. 2022 count 34 s b h bytes per layer, i.e. 17 values in
                  16-bit, with dropout masks and an unfused attention.)
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+    check_int(batch_size, "batch_size")
     if dtype_bytes not in (1, 2, 4, 8):
         raise ValueError(f"dtype_bytes must be 1, 2, 4 or 8; got {dtype_bytes!r}")
     N = count_parameters(config)

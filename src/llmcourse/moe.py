@@ -13,8 +13,6 @@ sending every token to the same few experts.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -13,20 +13,18 @@ what a trained head looks at (`head_scores`).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from llmcourse.attention import attention
+from llmcourse.validate import check_int
 
 
 def _check_heads(d_model: int, n_heads: int) -> None:
-    for name, value in (("d_model", d_model), ("n_heads", n_heads)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int; got {value!r}")
+    check_int(d_model, "d_model")
+    check_int(n_heads, "n_heads")
     if d_model % n_heads:
         raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads}): each head gets "
                          f"d_model / n_heads = {d_model / n_heads:.4g} channels, which must be a whole number "

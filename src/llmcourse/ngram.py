@@ -36,12 +36,12 @@ Usage::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from llmcourse.tokenizers import CharTokenizer
+from llmcourse.validate import check_int, check_number
 
 SMOOTHINGS = ("none", "add-k", "interpolated")
 
@@ -135,9 +135,7 @@ class NGramModel:
             raise ValueError(f"smoothing must be one of {', '.join(map(repr, SMOOTHINGS))}; got {smoothing!r}")
         if smoothing == "add-k":
             k = 1.0 if k is None else k
-            if isinstance(k, bool) or not isinstance(k, (int, float)) or not (k > 0 and math.isfinite(k)):
-                raise ValueError(f"k must be a positive number for add-k smoothing (1 = Laplace); got {k!r}")
-            k = float(k)
+            k = check_number(k, "k", above=0, why="add-k smoothing; 1 = Laplace")
         elif k is not None:
             raise ValueError(f"k is only used with smoothing='add-k'; got k={k!r} with smoothing={smoothing!r}")
         if len(tables) != order:
@@ -330,8 +328,7 @@ class NGramModel:
         generator: a seeded torch.Generator makes the sample reproducible (the same seed, the same
         text); None uses torch's global random state.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative int (how many tokens to draw); got {n!r}")
+        check_int(n, "n", 0, why="how many tokens to draw")
         history = _as_ids(context, "context", self.vocab_size, allow_empty=True).tolist()
         start = len(history)
         for _ in range(n):
@@ -348,10 +345,8 @@ class NGramModel:
 
 
 def _check_order_and_vocab(order: int, vocab_size: int) -> tuple[int, int]:
-    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-        raise ValueError(f"order must be an int >= 1 (1 = unigram, 2 = bigram, 3 = trigram, ...); got {order!r}")
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
-        raise ValueError(f"vocab_size must be a positive int; got {vocab_size!r}")
+    check_int(order, "order", why="1 = unigram, 2 = bigram, 3 = trigram, ...")
+    check_int(vocab_size, "vocab_size")
     if vocab_size ** order > 2**62:
         raise ValueError(f"order {order} with vocab_size {vocab_size} is too large: n-gram keys need "
                          f"vocab_size ** order <= 2**62; use a lower order")
@@ -403,8 +398,7 @@ def train_bigram_logits(counts: torch.Tensor, steps: int, learning_rate: float,
     Starts from all-zero logits (every next token equally likely) unless `logits` is given.
     Returns the learned (V, V) logits and the loss before each step.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int; got {steps!r}")
+    check_int(steps, "steps", 0)
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be positive; got {learning_rate!r}")
     logits = torch.zeros_like(counts) if logits is None else logits.clone()

@@ -17,6 +17,8 @@ import math
 
 import torch
 
+from llmcourse.validate import is_int
+
 
 def adam_step(param: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: int, *,
               lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
@@ -115,5 +117,5 @@ def adafactor_second_moment(grad: torch.Tensor) -> torch.Tensor:
 
 def _check_shape(shape) -> None:
     if not isinstance(shape, (tuple, list)) or len(shape) == 0 or any(
-            isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+            not is_int(s) or s < 1 for s in shape):
         raise ValueError(f"shape must be a non-empty tuple of positive ints; got {shape!r}")

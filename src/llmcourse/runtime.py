@@ -11,13 +11,14 @@ import random
 import numpy as np
 import torch
 
+from llmcourse.validate import check_int
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python's `random`, NumPy and torch (CPU and every GPU) with the same integer."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+    check_int(seed, "seed", 0)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -74,8 +75,7 @@ def setup(seed: int = 0, device: str | None = None, threads: int | None = None,
     """
     seed_everything(seed)
     n_threads = default_threads() if threads is None else threads
-    if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
-        raise ValueError(f"threads must be a positive int; got {threads!r}")
+    check_int(n_threads, "threads")
     torch.set_num_threads(n_threads)
     chosen = pick_device(device)
     if style:

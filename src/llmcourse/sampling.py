@@ -28,51 +28,39 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from llmcourse.validate import check_int, check_number
+
 # --- checking the knobs --------------------------------------------------------------------------
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def check_temperature(temperature) -> float:
     """temperature as a float; a ValueError unless it is a finite number >= 0."""
     if isinstance(temperature, torch.Tensor) and temperature.numel() == 1:
         temperature = temperature.item()
-    if not _is_number(temperature) or not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy, 1 = the model's own "
-                         f"distribution); got {temperature!r}")
-    return float(temperature)
+    return check_number(temperature, "temperature", minimum=0,
+                        why="0 = greedy, 1 = the model's own distribution")
 
 
 def check_top_k(top_k) -> int | None:
     """top_k as an int (or None = off); a ValueError unless it is an int >= 1."""
     if top_k is None:
         return None
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be an int >= 1 (or None to keep every token); got {top_k!r}")
-    return top_k
+    return check_int(top_k, "top_k", why="or None to keep every token")
 
 
 def check_top_p(top_p) -> float:
     """top_p as a float in (0, 1]; 1 keeps every token."""
-    if not _is_number(top_p) or not (0 < top_p <= 1):
-        raise ValueError(f"top_p must be a number in (0, 1] (1 = keep every token); got {top_p!r}")
-    return float(top_p)
+    return check_number(top_p, "top_p", above=0, maximum=1, why="1 = keep every token")
 
 
 def check_min_p(min_p) -> float:
     """min_p as a float in [0, 1]; 0 keeps every token."""
-    if not _is_number(min_p) or not (0 <= min_p <= 1):
-        raise ValueError(f"min_p must be a number in [0, 1] (0 = keep every token); got {min_p!r}")
-    return float(min_p)
+    return check_number(min_p, "min_p", minimum=0, maximum=1, why="0 = keep every token")
 
 
 def check_penalty(value, name: str) -> float:
     """A presence or frequency penalty: any finite number (the OpenAI API allows -2.0 to 2.0)."""
-    if not _is_number(value) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number (OpenAI allows -2.0 to 2.0; 0 = off); got {value!r}")
-    return float(value)
+    return check_number(value, name, why="OpenAI allows -2.0 to 2.0; 0 = off")
 
 
 def check_logits(logits) -> torch.Tensor:

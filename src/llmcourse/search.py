@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
+from llmcourse.validate import check_int
+
 Bounds = Sequence[tuple[float, float]]
 
 
@@ -48,11 +50,6 @@ def _check_bounds(bounds: Bounds) -> torch.Tensor:
     return b
 
 
-def _check_count(name: str, value: int, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
-    return value
-
 
 def grid_points(bounds: Bounds, n_per_dim: int) -> torch.Tensor:
     """Every combination of `n_per_dim` evenly spaced values per dimension: (n_per_dim ** D, D).
@@ -64,7 +61,7 @@ def grid_points(bounds: Bounds, n_per_dim: int) -> torch.Tensor:
     The last dimension varies fastest (like nested for-loops).
     """
     b = _check_bounds(bounds)
-    _check_count("n_per_dim", n_per_dim)
+    check_int(n_per_dim, "n_per_dim")
     axes = [torch.linspace(lo, hi, n_per_dim, dtype=torch.float64) if n_per_dim > 1
             else torch.tensor([(lo + hi) / 2], dtype=torch.float64) for lo, hi in b.tolist()]
     return torch.tensor(list(itertools.product(*[a.tolist() for a in axes])), dtype=torch.float64)
@@ -73,7 +70,7 @@ def grid_points(bounds: Bounds, n_per_dim: int) -> torch.Tensor:
 def random_points(bounds: Bounds, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """`n` points drawn uniformly inside the bounds: (n, D)."""
     b = _check_bounds(bounds)
-    _check_count("n", n)
+    check_int(n, "n")
     u = torch.rand(n, b.shape[0], generator=generator, dtype=torch.float64)  # (n, D) in [0, 1)
     return b[:, 0] + u * (b[:, 1] - b[:, 0])
 
@@ -115,7 +112,7 @@ def grid_search(objective, bounds: Bounds, n_per_dim: int) -> SearchResult:
 
 def random_search(objective, bounds: Bounds, n_trials: int, seed: int = 0) -> SearchResult:
     """Evaluate the objective at `n_trials` uniformly random points."""
-    _check_count("n_trials", n_trials)
+    check_int(n_trials, "n_trials")
     xs = random_points(bounds, n_trials, torch.Generator().manual_seed(seed))
     return SearchResult("random", xs, _evaluate(objective, xs))
 
@@ -216,8 +213,8 @@ def bayesian_optimisation(objective, bounds: Bounds, n_trials: int, *, n_init: i
     highest expected improvement over the best loss so far.
     """
     b = _check_bounds(bounds)
-    _check_count("n_trials", n_trials)
-    _check_count("n_init", n_init)
+    check_int(n_trials, "n_trials")
+    check_int(n_init, "n_init")
     g = torch.Generator().manual_seed(seed)
     span = b[:, 1] - b[:, 0]
     xs = random_points(bounds, min(n_init, n_trials), g)                     # (n_init, D)

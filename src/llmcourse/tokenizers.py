@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from llmcourse.validate import check_int
+
 N_BYTES = 256  # the base alphabet of a byte-level tokenizer: ids 0..255 are the bytes themselves
 
 # A word with its leading space, a contraction suffix, up to 3 digits, a run of punctuation, or
@@ -145,10 +147,9 @@ def _check_text(text: str, what: str = "text") -> None:
 
 def _n_merges(vocab_size: int, n_special: int = 0) -> int:
     smallest = N_BYTES + n_special
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < smallest:
-        extra = f" + {n_special} special token{'s' * (n_special > 1)}" if n_special else ""
-        raise ValueError(f"vocab_size must be an int of at least {smallest} (the {N_BYTES} byte tokens{extra}, "
-                         f"the base alphabet of a byte-level BPE); got {vocab_size!r}")
+    extra = f" + {n_special} special token{'s' * (n_special > 1)}" if n_special else ""
+    check_int(vocab_size, "vocab_size", smallest,
+              why=f"the {N_BYTES} byte tokens{extra}, the base alphabet of a byte-level BPE")
     return vocab_size - smallest
 
 
@@ -496,21 +497,36 @@ def train_sentencepiece(text: str, vocab_size: int, model_type: str = "unigram",
     """Train a SentencePiece model on `text` in memory, quietly; return a SentencePieceProcessor.
 
     Defaults keep the text as it is (no Unicode normalisation, spaces kept) and fall back to
-    bytes for characters it never saw, so it can encode anything, like byte-level BPE. Its 256
-    byte pieces and 3 control pieces (<unk>, <s>, </s>) count towards `vocab_size`.
+    bytes for characters it never saw, so it can encode anything, like byte-level BPE.
+
+    The valid vocab_size depends on the text. Every distinct character of the text, the 256
+    byte pieces and the 3 control pieces (<unk>, <s>, </s>) are pieces of their own: that is the
+    smallest vocabulary. The largest is how many pieces SentencePiece finds worth keeping in this
+    text, known only once it has looked. Either way a ValueError names the range.
     """
     import sentencepiece as spm
 
     _check_text(text)
-    if not isinstance(vocab_size, int) or vocab_size < N_BYTES + 4:
-        raise ValueError(f"vocab_size must be an int of at least {N_BYTES + 4} (256 byte pieces, 3 control "
-                         f"pieces and one more); got {vocab_size!r}")
+    lines = [line for line in text.split("\n") if line.strip()]
+    if not lines:
+        raise ValueError("text must hold at least one line that is not blank")
     settings = dict(model_type=model_type, vocab_size=vocab_size, byte_fallback=True, character_coverage=1.0,
                     normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False,
                     allow_whitespace_only_pieces=True, split_digits=True,
                     minloglevel=2, num_threads=1)
     settings.update(options)
+    n_chars = len(set("".join(lines))) if settings["character_coverage"] >= 1 else 1
+    smallest = n_chars + 3 + (N_BYTES if settings["byte_fallback"] else 0)
+    pieces = f"{n_chars} characters of this text, {N_BYTES if settings['byte_fallback'] else 0} bytes, 3 control pieces"
+    check_int(vocab_size, "vocab_size", smallest, why=pieces)
     model = io.BytesIO()
-    lines = [line for line in text.split("\n") if line.strip()]
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, **settings)
+    try:
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, **settings)
+    except RuntimeError as error:  # SentencePiece's C++ check names the largest size it could fill
+        too_high = re.search(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)", str(error))
+        if too_high is None:
+            raise
+        largest = int(too_high.group(1))
+        raise ValueError(f"vocab_size must be an int in [{smallest}, {largest}] for this text (at least the "
+                         f"{pieces}; at most the pieces SentencePiece finds in it); got {vocab_size!r}") from None
     return spm.SentencePieceProcessor(model_proto=model.getvalue())

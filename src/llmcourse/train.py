@@ -32,7 +32,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from llmcourse import checkpoints
-from llmcourse.model import GPT, GPTConfig, training_flops_per_token
+from llmcourse.model import GPT, GPTConfig, eval_mode, training_flops_per_token, unwrap
 from llmcourse.runtime import default_threads, pick_device, seed_everything
 
 
@@ -117,16 +117,14 @@ def get_batch(tokens: torch.Tensor, batch_size: int, context_length: int,
 @torch.no_grad()
 def estimate_loss(model, tokens: torch.Tensor, batch_size: int, n_batches: int, seed: int = 1234) -> float:
     """Mean loss over n_batches random batches, always the same ones (own seeded generator)."""
-    raw = checkpoints._unwrap(model)
-    was_training = raw.training
-    raw.eval()
+    raw = unwrap(model)
     generator = torch.Generator().manual_seed(seed)
     device = next(raw.parameters()).device
     losses = []
-    for _ in range(n_batches):
-        x, y = get_batch(tokens, batch_size, raw.config.context_length, generator)
-        losses.append(raw(x.to(device), y.to(device))[1].item())
-    raw.train(was_training)
+    with eval_mode(raw):
+        for _ in range(n_batches):
+            x, y = get_batch(tokens, batch_size, raw.config.context_length, generator)
+            losses.append(raw(x.to(device), y.to(device))[1].item())
     return sum(losses) / len(losses)
 
 
@@ -136,9 +134,7 @@ def sequential_loss(model, tokens: torch.Tensor, batch_size: int = 64) -> float:
 
     Deterministic: the number a shipped checkpoint records and a test recomputes.
     """
-    raw = checkpoints._unwrap(model)
-    was_training = raw.training
-    raw.eval()
+    raw = unwrap(model)
     T = raw.config.context_length
     n = (len(tokens) - 1) // T
     if n < 1:
@@ -147,9 +143,10 @@ def sequential_loss(model, tokens: torch.Tensor, batch_size: int = 64) -> float:
     y = tokens[1: n * T + 1].view(n, T)     # (n, T)
     device = next(raw.parameters()).device
     total = 0.0
-    for i in range(0, n, batch_size):
-        total += raw(x[i:i + batch_size].to(device), y[i:i + batch_size].to(device))[1].item() * len(x[i:i + batch_size])
-    raw.train(was_training)
+    with eval_mode(raw):
+        for i in range(0, n, batch_size):
+            x_i, y_i = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+            total += raw(x_i, y_i)[1].item() * len(x_i)
     return total / n
 
 
@@ -215,7 +212,7 @@ def train(model: GPT, train_tokens: torch.Tensor, val_tokens: torch.Tensor, conf
     resumes from it (and from the history recorded so far).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    raw = checkpoints._unwrap(model)
+    raw = unwrap(model)
     T = raw.config.context_length
     rank, world = _dist_info()
     if config.batch_size % world:
