@@ -21,7 +21,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 from llmcourse.checks import CheckFailure  # noqa: E402
 from llmcourse.course.exercises import make_exercise  # noqa: E402
-from llmcourse.course.grading.grader import python_source  # noqa: E402
+from llmcourse.course.grading.unit import python_source  # noqa: E402
 from llmcourse.course.notebook import is_answer_cell, is_test_cell, nbgrader, read_notebook  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
