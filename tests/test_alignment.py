@@ -131,3 +131,25 @@ def test_on_policy_pairs_reject_the_models_own_mistakes():
         assert chosen == al.solve(p) and rejected != chosen
     with pytest.raises(ValueError, match="same length"):
         al.on_policy_pairs(["add 2 2"], [])
+
+
+def test_masked_prompt_targets_with_minus_infinite_scores_change_nothing():
+    # A prompt position (mask False) whose target the model rules out entirely (score -inf):
+    # it is not part of the loss, so the loss is finite and equals PyTorch's ignore_index.
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 7, generator=g, dtype=torch.float64)
+    targets = torch.randint(7, (2, 5), generator=g)
+    mask = torch.tensor([[False, False, True, True, True], [False, True, True, True, False]])
+    logits[0, 0, targets[0, 0]] = -math.inf
+    logits[1, 4, targets[1, 4]] = -math.inf
+    reference = F.cross_entropy(logits.flatten(0, 1), targets.masked_fill(~mask, -100).flatten(), ignore_index=-100)
+    loss = al.sft_loss(logits, targets, mask)
+    assert torch.isfinite(loss) and torch.allclose(loss, reference)
+    per_sequence = -F.cross_entropy(logits.transpose(1, 2), targets.masked_fill(~mask, -100), ignore_index=-100,
+                                    reduction="none").sum(-1)
+    logprob = al.sequence_logprob(logits, targets, mask)
+    assert torch.isfinite(logprob).all() and torch.allclose(logprob, per_sequence)
+    # and the gradient stays finite too
+    logits.requires_grad_(True)
+    al.sft_loss(logits, targets, mask).backward()
+    assert torch.isfinite(logits.grad).all()

@@ -1,12 +1,10 @@
 """attention.py against PyTorch's scaled_dot_product_attention, gradcheck, masks and bad input."""
-import doctest
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-import llmcourse.attention as attention_module
 from llmcourse.attention import attention, causal_mask, padding_mask
 
 SHAPES = [  # (leading axes, t_q, t_k, d_k, d_v)
@@ -176,6 +174,14 @@ def test_bad_mask_arguments(call, message):
         call()
 
 
-def test_docstring_examples():
-    result = doctest.testmod(attention_module)
-    assert result.attempted >= 4 and result.failed == 0
+def test_causal_mask_with_a_cache_is_bottom_right_aligned_unlike_sdpa_is_causal():
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 2, 2, 8, generator=g)                      # two new queries
+    k, v = torch.randn(1, 2, 4, 8, generator=g), torch.randn(1, 2, 4, 8, generator=g)   # four keys
+    ours, _ = attention(q, k, v, causal=True)
+    bottom_right = F.scaled_dot_product_attention(q, k, v, attn_mask=~causal_mask(2, 4))
+    top_left = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(ours, bottom_right)
+    assert not torch.allclose(ours, top_left)
+    # the last new query sits at the last position: it sees every key
+    torch.testing.assert_close(ours[..., -1, :], F.scaled_dot_product_attention(q, k, v)[..., -1, :])

@@ -127,3 +127,19 @@ def test_hard_label_training_needs_no_teacher_and_distill_refuses_missing_target
         distill.distill(_tiny(1, 1, 8), batches, steps=0, alpha=0.0)
     with pytest.raises(ValueError, match="n_batches"):
         distill.teacher_batches(None, tokens, n_batches=0)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_soft_target_loss_with_a_teacher_that_rules_tokens_out_equals_kl_div(temperature):
+    # A top-k teacher: every token outside its top 3 has probability 0 (logit -inf); 0 log 0 = 0.
+    g = torch.Generator().manual_seed(0)
+    student = torch.randn(4, 6, 10, generator=g, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(4, 6, 10, generator=g, dtype=torch.float64)
+    kth = teacher.topk(3, dim=-1).values[..., -1:]
+    teacher = teacher.masked_fill(teacher < kth, float("-inf"))
+    ours = distill.soft_target_loss(student, teacher, temperature)
+    p = torch.softmax(teacher / temperature, -1).flatten(0, 1)
+    reference = F.kl_div(F.log_softmax(student / temperature, -1).flatten(0, 1), p, reduction="batchmean")
+    assert torch.isfinite(ours) and torch.allclose(ours, reference)
+    ours.backward()
+    assert torch.isfinite(student.grad).all()

@@ -148,3 +148,13 @@ def test_next_token_probs_and_brittleness():
 def test_bad_inputs_raise(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_kl_divergence_is_infinite_where_q_rules_out_what_p_allows():
+    p = torch.tensor([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]])
+    q = torch.tensor([[0.5, 0.0, 0.5], [0.25, 0.25, 0.5]])
+    kl = interpret.kl_divergence(p, q)
+    torch_kl = F.kl_div(q.double().log(), p.double(), reduction="none").sum(-1)
+    assert kl[0] == math.inf and torch_kl[0] == math.inf
+    assert kl[1] == pytest.approx(math.log(2)) and torch.allclose(kl[1:], torch_kl[1:])
+    assert interpret.kl_divergence(q, q).tolist() == [0.0, 0.0]

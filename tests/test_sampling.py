@@ -8,7 +8,7 @@ import torch
 
 from llmcourse.data import entropy
 from llmcourse.sampling import (SamplingConfig, apply_penalties, min_p_filter, next_token_distribution, sample_from,
-                                temperature_softmax, token_counts, top_k_filter, top_p_filter)
+                                scale_logits, temperature_softmax, token_counts, top_k_filter, top_p_filter)
 
 INF = math.inf
 
@@ -214,3 +214,16 @@ def test_sampling_frequencies_match_the_probabilities():
     again = sample_from(probs.expand(n, -1).contiguous(), torch.Generator().manual_seed(0))
     other = sample_from(probs.expand(n, -1).contiguous(), torch.Generator().manual_seed(1))
     assert torch.equal(draws, again) and not torch.equal(draws, other)
+
+
+@pytest.mark.parametrize("step", [
+    lambda z: scale_logits(z, 0.7), lambda z: scale_logits(z, 0.0), lambda z: temperature_softmax(z, 1.0),
+    lambda z: top_k_filter(z, 2), lambda z: top_p_filter(z, 0.9), lambda z: min_p_filter(z, 0.1),
+    lambda z: apply_penalties(z, torch.zeros_like(z), 0.5, 0.5), lambda z: next_token_distribution(z)],
+    ids=["scale_logits", "scale_logits(0)", "temperature_softmax", "top_k_filter", "top_p_filter", "min_p_filter",
+         "apply_penalties", "next_token_distribution"])
+def test_every_public_step_refuses_nan_logits_with_the_same_error(step):
+    z = torch.tensor([[1.0, float("nan"), 0.5, -1.0], [0.0, 1.0, 2.0, 3.0]])
+    with pytest.raises(ValueError, match="logits contain NaN"):
+        step(z)
+    step(torch.tensor([[1.0, -INF, 0.5, -1.0], [0.0, 1.0, 2.0, 3.0]]))   # -inf (an impossible token) is fine

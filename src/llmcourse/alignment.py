@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from llmcourse.model import eval_mode
 from llmcourse.tokenizers import CharTokenizer
-from llmcourse.validate import check_int
+from llmcourse.validate import check_int, check_number
 
 LETTERS = "abcdef"                 # the words of the grammar are made of these letters
 TASKS = ("reverse", "add", "upper")
@@ -181,14 +181,15 @@ def sft_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) ->
     """Mean cross-entropy (nats/token) over the answer tokens only: the prompt is not learned.
 
     logits (batch, time, vocab); targets, mask (batch, time). Equals
-    F.cross_entropy(logits.flatten(0, 1), targets.masked_fill(~mask, -100).flatten(), ignore_index=-100).
+    F.cross_entropy(logits.flatten(0, 1), targets.masked_fill(~mask, -100).flatten(), ignore_index=-100),
+    also where a prompt position's target has score -inf: a masked position is left out, not
+    multiplied by 0 (-inf x 0 would be NaN).
     """
     _check_lmt(logits, targets, mask)
     mask = mask.bool()
     if not mask.any():
         raise ValueError("mask must select at least one answer token")
-    logp = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)   # (batch, time)
-    return -(logp * mask).sum() / mask.sum()
+    return -_answer_logprobs(logits, targets, mask).sum() / mask.sum()
 
 
 def sequence_logprob(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -197,8 +198,13 @@ def sequence_logprob(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Te
     logits (batch, time, vocab); targets, mask (batch, time)  ->  (batch,), in nats (always <= 0).
     """
     _check_lmt(logits, targets, mask)
+    return _answer_logprobs(logits, targets, mask.bool()).sum(-1)
+
+
+def _answer_logprobs(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log p(target) at the answer positions, 0 at the others (batch, time)."""
     logp = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)   # (batch, time)
-    return (logp * mask.to(logp.dtype)).sum(-1)
+    return logp.where(mask, torch.zeros_like(logp))                               # not logp * mask
 
 
 def model_logprob(model, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -208,8 +214,7 @@ def model_logprob(model, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -
 
 def implicit_rewards(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float):
     """DPO's implicit rewards r = beta * (log pi(y) - log pi_ref(y)) for chosen and rejected. -> (r_w, r_l)"""
-    if not (isinstance(beta, (int, float)) and beta > 0):
-        raise ValueError(f"beta must be a positive number; got {beta!r}")
+    check_number(beta, "beta", above=0)
     shapes = {tuple(t.shape) for t in (policy_chosen, policy_rejected, ref_chosen, ref_rejected)}
     if len(shapes) != 1:
         raise ValueError(f"the four log-probability tensors must share one shape (batch,); got {sorted(shapes)}")
@@ -306,11 +311,6 @@ def _check_probs(name: str, p: torch.Tensor) -> None:
                          f"got shape {tuple(p.shape)}, sum {float(p.sum()):.4f}")
 
 
-def _check_beta(beta) -> None:
-    if not (isinstance(beta, (int, float)) and beta > 0):
-        raise ValueError(f"beta must be a positive number; got {beta!r}")
-
-
 def bradley_terry_loss(reward_chosen: torch.Tensor, reward_rejected: torch.Tensor) -> torch.Tensor:
     """The reward model's loss on preference pairs (Bradley & Terry 1952; Ouyang et al. 2022):
 
@@ -328,7 +328,7 @@ def kl_regularised_objective(probs: torch.Tensor, ref_probs: torch.Tensor, rewar
     """J(pi) = sum_y pi(y) r(y) - beta * KL(pi || pi_ref): expected reward, minus a leash to the reference."""
     _check_probs("probs", probs)
     _check_probs("ref_probs", ref_probs)
-    _check_beta(beta)
+    check_number(beta, "beta", above=0)
     kl = (probs * (probs.clamp_min(1e-300).log() - ref_probs.clamp_min(1e-300).log())).where(probs > 0, 0).sum()
     return (probs * rewards).sum() - beta * kl
 
@@ -339,7 +339,7 @@ def optimal_policy(ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float) 
     Small beta: pi* piles onto the best answer; large beta: pi* stays near pi_ref.
     """
     _check_probs("ref_probs", ref_probs)
-    _check_beta(beta)
+    check_number(beta, "beta", above=0)
     return torch.softmax(ref_probs.log() + rewards / beta, dim=-1)
 
 
@@ -370,7 +370,7 @@ def reinforce_step(logits: torch.Tensor, ref_probs: torch.Tensor, reward_fn, bet
     penalty as a per-sample reward, as in RLHF); subtract the batch mean (a baseline: same expected
     gradient, less noise); ascend the mean of score * grad log pi(y). Returns the new logits.
     """
-    _check_beta(beta)
+    check_number(beta, "beta", above=0)
     logits = logits.detach().requires_grad_(True)
     log_pi = logits.log_softmax(-1)
     samples = torch.multinomial(log_pi.exp().detach(), n_samples, replacement=True, generator=generator)  # (n,)

@@ -10,6 +10,10 @@ Two kinds of mask decide which keys a query may look at:
 
 * `causal_mask(t_q, t_k)`: a language model predicts the next token, so a position may not look at
   the positions after it. True marks a *forbidden* (future) key, the convention of `masked_fill`.
+  With fewer queries than keys (new tokens after a cache of earlier keys) the queries are the
+  LAST t_q positions: the mask is aligned to the bottom-right corner. PyTorch's
+  `scaled_dot_product_attention(is_causal=True)` aligns it to the top-left instead (query i sees
+  keys 0..i), which agrees only when t_q == t_k.
 * `padding_mask(lengths, t_k)`: texts of different lengths share one batch by padding the short
   ones; no query may look at a pad. True marks a key that *may* be attended to, the convention of
   `attention(mask=...)` and of `torch.nn.functional.scaled_dot_product_attention`.
@@ -31,7 +35,10 @@ from llmcourse.validate import check_int
 def causal_mask(t_q: int, t_k: int | None = None, device=None) -> torch.Tensor:
     """(t_q, t_k) bool, True where a query may NOT look: keys in its future.
 
-    With t_k > t_q (a cache of earlier keys), query i sits at position t_k - t_q + i.
+    With t_k > t_q (a cache of earlier keys), query i sits at position t_k - t_q + i: the mask
+    is aligned to the bottom-right corner, as a KV cache needs. (`scaled_dot_product_attention`
+    with is_causal=True aligns it to the top-left, query i at position i: not the same when
+    t_q != t_k.)
 
     >>> causal_mask(3).int()            # row = query position, column = key position
     tensor([[0, 1, 1],
@@ -39,6 +46,9 @@ def causal_mask(t_q: int, t_k: int | None = None, device=None) -> torch.Tensor:
             [0, 0, 0]], dtype=torch.int32)
     >>> causal_mask(1, 3).int()         # one new query after two cached keys sees all three
     tensor([[0, 0, 0]], dtype=torch.int32)
+    >>> causal_mask(2, 4).int()         # two new queries at positions 2 and 3 (top-left would be 0 and 1)
+    tensor([[0, 0, 0, 1],
+            [0, 0, 0, 0]], dtype=torch.int32)
     """
     t_k = t_q if t_k is None else t_k
     check_int(t_q, "t_q")

@@ -50,13 +50,16 @@ def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 
     student_logits, teacher_logits: (..., vocab). The teacher is the target: the sum runs over
     p * (log p - log q), so the student pays most where the *teacher* puts mass. Equals
-    F.kl_div(log q, p, reduction="batchmean") on the flattened (positions, vocab) tensors.
+    F.kl_div(log q, p, reduction="batchmean") on the flattened (positions, vocab) tensors, also
+    when the teacher gives a token probability 0 (a top-k or masked teacher): 0 log 0 = 0.
     """
     _check_pair(student_logits, teacher_logits)
     check_number(temperature, "temperature", above=0)
     log_q = F.log_softmax(student_logits / temperature, dim=-1)         # (..., V) student
     log_p = F.log_softmax(teacher_logits / temperature, dim=-1)         # (..., V) teacher
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1)                        # (...,) one KL per position
+    p = log_p.exp()
+    terms = p * (log_p - log_q)                                         # NaN where p = 0 (0 x -inf)
+    kl = terms.where(p > 0, torch.zeros_like(terms)).sum(-1)            # (...,) one KL per position
     return kl.mean()
 
 

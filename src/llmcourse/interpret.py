@@ -118,12 +118,13 @@ def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """KL(p || q) = sum_i p_i log(p_i / q_i) in nats, over the last axis; 0 log 0 = 0.
 
     How many extra nats per token it costs to believe q when the truth is p. Not symmetric.
+    Infinite where q gives probability 0 to a token that p gives some, as F.kl_div says too.
     """
     if p.shape != q.shape:
         raise ValueError(f"p and q must have the same shape; got p {tuple(p.shape)}, q {tuple(q.shape)}")
     p, q = p.double(), q.double()
-    terms = torch.where(p > 0, p * (p.clamp_min(1e-300).log() - q.clamp_min(1e-300).log()), torch.zeros_like(p))
-    return terms.sum(-1)
+    terms = p * (p.log() - q.log())                                 # +inf where q = 0 < p; NaN where p = 0
+    return terms.where(p > 0, torch.zeros_like(terms)).sum(-1)
 
 
 def top1_flip_rate(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -115,7 +115,7 @@ class MultiHeadAttention(nn.Module):
         if return_weights:
             out, weights = attention(q, k, v, causal=is_causal)
         else:  # PyTorch's fused kernel: the same numbers, faster, no weights kept
-            if is_causal and k.shape[2] != q.shape[2]:
+            if is_causal and k.shape[2] != q.shape[2]:  # SDPA's is_causal is top-left aligned: wrong with a cache
                 raise ValueError("a causal call with a cache takes one new position at a time")
             out, weights = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal), None
         out = self.proj(rearrange(out, "b h t d -> b t (h d)"))  # concatenate heads, then project

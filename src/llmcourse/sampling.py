@@ -108,6 +108,7 @@ def apply_penalties(logits: torch.Tensor, counts: torch.Tensor, presence_penalty
 
         z = [1, 1, 1], counts = [0, 1, 3], presence 0.5, frequency 0.2 -> [1, 0.3, -0.1]
     """
+    logits = check_logits(logits)
     presence_penalty = check_penalty(presence_penalty, "presence_penalty")
     frequency_penalty = check_penalty(frequency_penalty, "frequency_penalty")
     if not isinstance(counts, torch.Tensor) or counts.shape != logits.shape:
@@ -151,6 +152,7 @@ def scale_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Temperature on the logits, for the later filters: (z - max z) / theta; theta = 0 keeps only
     the argmax (every other score -inf)."""
     theta = check_temperature(temperature)
+    logits = check_logits(logits)
     if theta == 0.0:
         keep = greedy_distribution(logits).bool()
         return torch.where(keep, torch.zeros_like(logits), torch.full_like(logits, -math.inf))
@@ -169,6 +171,7 @@ def top_k_filter(logits: torch.Tensor, k: int | None) -> torch.Tensor:
         top_k_filter(tensor([1., 3., 2., 0.]), 2) -> [-inf, 3., 2., -inf]
     """
     k = check_top_k(k)
+    logits = check_logits(logits)
     if k is None or k >= logits.shape[-1]:
         return logits
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]          # (..., 1) the k-th highest score
@@ -186,6 +189,7 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
         probs [0.5, 0.3, 0.15, 0.05], p = 0.5 -> keep 0.5 only (it alone reaches 0.5)
     """
     p = check_top_p(p)
+    logits = check_logits(logits)
     if p == 1.0:
         return logits
     probs = torch.softmax(logits, dim=-1)
@@ -203,6 +207,7 @@ def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
     an unsure one many. min_p = 0 keeps all.
     """
     min_p = check_min_p(min_p)
+    logits = check_logits(logits)
     if min_p == 0.0:
         return logits
     probs = torch.softmax(logits, dim=-1)
