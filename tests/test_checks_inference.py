@@ -1,158 +1,136 @@
-"""The unit 10 checks: they pass correct answers and name each classic mistake."""
-from __future__ import annotations
-
+"""The unit 10 checks: they pass correct answers, fail the stub and name each classic mistake."""
 import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from llmcourse import sampling
 from llmcourse.checks import CheckFailure
 from llmcourse.checks import inference as check
 
-INF = float("-inf")
+
+def top_p(probs, p, *, rule="before", renormalise=True, descending=True):
+    sorted_p, order = probs.sort(descending=descending)
+    cum = sorted_p.cumsum(0)
+    keep = {"before": cum - sorted_p < p, "le": cum <= p, "lt": cum < p}[rule]
+    if rule == "before":
+        keep[0] = True
+    kept = torch.zeros_like(probs).scatter(0, order, sorted_p * keep)
+    return kept / kept.sum() if renormalise else kept
 
 
-def temperature_softmax(z, theta):
-    if theta == 0:
-        return F.one_hot(z.argmax(-1), z.shape[-1]).to(z.dtype)
-    return torch.softmax(z / theta, -1)
+def next_probs(z, counts, *, temperature, top_k, top_p, presence_penalty, frequency_penalty, penalties=True,
+               swap_order=False, unseen=False):
+    c = counts.to(z.dtype)
+    if penalties:
+        z = z - c * frequency_penalty - (1.0 if unseen else (c > 0).to(z.dtype)) * presence_penalty
+    z = z / temperature
+    kth = torch.topk(z, top_k).values[-1]
+    z = z.masked_fill(z < kth, -math.inf)
+    probs = torch.softmax(z, -1)
+    return probs if swap_order else globals()["top_p"](probs, top_p)
 
 
-def top_k_filter(z, k):
-    return z.masked_fill(z < torch.topk(z, k).values[-1], INF)
-
-
-def nucleus(probs, p, keep_rule):
-    sorted_p, order = probs.sort(descending=True)
-    keep = torch.zeros_like(probs, dtype=torch.bool).scatter(0, order, keep_rule(sorted_p, p))
-    kept = probs * keep
-    return kept / kept.sum()
-
-
-def top_p_filter(probs, p):
-    return nucleus(probs, p, lambda s, p: s.cumsum(0) - s < p)
-
-
-def apply_penalties(z, c, presence, frequency):
-    return z - c * frequency - (c > 0).to(z.dtype) * presence
-
-
-def entropy_bits(probs):
-    return -torch.where(probs > 0, probs * torch.log2(probs.clamp_min(1e-300)), torch.zeros_like(probs)).sum(-1)
-
-
-def next_token_probs(z, counts, *, temperature, top_k, top_p, presence_penalty, frequency_penalty):
-    z = apply_penalties(z, counts, presence_penalty, frequency_penalty)
-    return top_p_filter(torch.softmax(top_k_filter(z / temperature, top_k), -1), top_p)
+def test_reference_sampler_agrees_with_the_library():
+    g = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        z = torch.randn(20, generator=g, dtype=torch.float64) * 2
+        counts = torch.randint(0, 3, (20,), generator=g)
+        s = dict(temperature=0.7, top_k=9, top_p=0.8, presence_penalty=0.4, frequency_penalty=0.2)
+        assert torch.allclose(check.reference_next_token_probs(z, counts, **s),
+                              sampling.next_token_distribution(z, counts, **s))
 
 
 def test_correct_answers_pass(capsys):
-    for seed in (0, 11, 12, 13):
-        check.q1(temperature_softmax, seed=seed)
-        check.q2(top_k_filter, seed=seed)
-        check.q3(top_p_filter, seed=seed)
-        check.q4(apply_penalties, seed=seed)
-        check.q5(entropy_bits, seed=seed)
-        check.q6(next_token_probs, seed=seed)
-    assert capsys.readouterr().out.count("✓") == 24
+    for seed in (0, 1, 11, 13):
+        check.q1(top_p, seed=seed)
+        check.q2(next_probs, top_p, seed=seed)
+    check.q3(0.16, next_probs, top_p)
+    check.q4(0.4)
+    assert capsys.readouterr().out.count("✓") == 10
 
 
-@pytest.mark.parametrize("func,message", [
-    (lambda z, t: torch.softmax(z, -1) / t if t else temperature_softmax(z, t), "divided the probabilities by theta"),
-    (lambda z, t: torch.softmax(z, -1) if t else temperature_softmax(z, t), "renormalised: that cancels out"),
-    (lambda z, t: torch.softmax(z * t, -1), "multiplied the logits by theta"),
-    (lambda z, t: torch.softmax(z / t, 0) if t else temperature_softmax(z, t), r"wrong axis \(dim 0\)"),
-    (lambda z, t: torch.softmax(z / t, -1), "(?s)NaN.*greedy limit"),            # theta = 0 divides by zero
-    (lambda z, t: torch.softmax(z / max(t, 1e-3), -1) * 0.99 if t == 0 else torch.softmax(z / t, -1), "greedy limit"),
+@pytest.mark.parametrize("kw,message", [
+    ({"rule": "le"}, "crosses p"),
+    ({"renormalise": False}, "forgot to renormalise"),
+    ({"descending": False}, "least likely"),
 ])
-def test_q1_names_the_mistake(func, message):
+def test_q1_names_the_mistake(kw, message):
     with pytest.raises(CheckFailure, match=message):
-        check.q1(func)
+        check.q1(lambda probs, p: top_p(probs, p, **kw))
 
 
-def keep_top(z, k, fill=INF):
-    order = z.argsort(descending=True)
-    return z.where(torch.zeros_like(z, dtype=torch.bool).scatter(0, order[:k], True), fill)
+def test_q1_empty_nucleus_and_wrong_positions():
+    with pytest.raises(CheckFailure, match="all NaN"):
+        check.q1(lambda probs, p: top_p(probs, p, rule="lt"))
+
+    def unsorted_positions(probs, p):
+        sorted_p, _ = probs.sort(descending=True)
+        keep = (sorted_p.cumsum(0) - sorted_p) < p
+        kept = sorted_p * keep
+        return kept / kept.sum()
+    with pytest.raises(CheckFailure, match="wrong positions"):
+        check.q1(unsorted_positions)
 
 
-@pytest.mark.parametrize("func,message", [
-    (lambda z, k: keep_top(z, k + 1), r"kept k \+ 1 tokens"),
-    (lambda z, k: keep_top(z, max(k - 1, 1)) if k > 1 else keep_top(z, 2), "off by one"),
-    (lambda z, k: keep_top(z, k, fill=0.0), "set the dropped logits to 0"),
-    (lambda z, k: keep_top(-z, k).neg().nan_to_num(neginf=INF, posinf=INF), "k \\*smallest\\* logits"),
-    (lambda z, k: torch.softmax(keep_top(z, k), 0), "returned probabilities"),
+@pytest.mark.parametrize("kw,message", [
+    ({"penalties": False}, "forgot the penalties"),
+    ({"unseen": True}, "never seen"),
+    ({"swap_order": True}, "is wrong"),
 ])
-def test_q2_names_the_mistake(func, message):
+def test_q2_names_the_mistake(kw, message):
     with pytest.raises(CheckFailure, match=message):
-        check.q2(func)
+        check.q2(lambda *a, **s: next_probs(*a, **s, **kw), top_p)
 
 
-@pytest.mark.parametrize("func,message", [
-    (lambda pr, p: nucleus(pr, p, lambda s, p: s.cumsum(0) <= p), "dropped the token that crosses p"),
-    (lambda pr, p: nucleus(pr, p, lambda s, p: s.cumsum(0) < p), "dropped the token that crosses p"),
-    (lambda pr, p: (lambda k: k * pr[k > 0].sum())(top_p_filter(pr, p)), "forgot to renormalise"),
-    (lambda pr, p: (lambda s, o: (lambda keep: pr * torch.zeros_like(keep).scatter(0, o, keep) /
-                                  (pr * torch.zeros_like(keep).scatter(0, o, keep)).sum())(s.cumsum(0) - s < p))(
-        *pr.sort()), "least likely token up"),
-    (lambda pr, p: nucleus(pr, p, lambda s, p: s.cumsum(0) <= p) if p < 1e-3 else top_p_filter(pr, p),
-     "tiny p must still keep one token"),
-    (lambda pr, p: nucleus(pr, p, lambda s, p: (s.cumsum(0) - s < p) | (torch.arange(len(s)) < 2))
-     if p < 1e-3 else top_p_filter(pr, p), "tiny p must still keep one token"),
-])
-def test_q3_names_the_mistake(func, message):
-    with pytest.raises(CheckFailure, match=message):
-        check.q3(func)
+def test_q2_more_mistakes():
+    def no_temperature(z, counts, **s):
+        return next_probs(z, counts, **(s | {"temperature": 1.0}))
+
+    def penalties_after_temperature(z, counts, **s):
+        t = s["temperature"]
+        return next_probs(z / t + 0 * counts, counts, **(s | {"temperature": 1.0}))
+    with pytest.raises(CheckFailure, match="forgot the temperature"):
+        check.q2(no_temperature, top_p)
+    with pytest.raises(CheckFailure, match="after the temperature"):
+        check.q2(penalties_after_temperature, top_p)
 
 
-@pytest.mark.parametrize("func,message", [
-    (lambda z, c, pp, fp: z - c * fp - pp, "penalised tokens that were never seen"),
-    (lambda z, c, pp, fp: z - (c > 0) * fp - (c > 0) * pp, "frequency penalty once per token"),
-    (lambda z, c, pp, fp: z - c * fp - c * pp, "presence penalty per occurrence"),
-    (lambda z, c, pp, fp: z + c * fp + (c > 0) * pp, "added the penalties"),
-    (lambda z, c, pp, fp: z - c * pp - (c > 0) * fp, "swapped presence and frequency"),
-])
-def test_q4_names_the_mistake(func, message):
-    with pytest.raises(CheckFailure, match=message):
-        check.q4(func)
+def test_q2_blames_top_p_from_q1():
+    with pytest.raises(CheckFailure, match="your `top_p_filter` from q1 is not right yet"):
+        check.q2(next_probs, lambda probs, p: top_p(probs, p, renormalise=False))
 
 
-@pytest.mark.parametrize("func,message", [
-    (lambda p: entropy_bits(p) * math.log(2), r"returned nats"),
-    (lambda p: entropy_bits(p) * math.log(2) / math.log(10), "log10"),
-    (lambda p: -entropy_bits(p), "forgot the minus sign"),
-    (lambda p: entropy_bits(p.T), r"wrong axis \(dim 0\)"),
-    (lambda p: -(p * torch.log2(p)).sum(-1), "(?s)NaN.*0 \\* log 0"),
-])
-def test_q5_names_the_mistake(func, message):
-    with pytest.raises(CheckFailure, match=message):
-        check.q5(func)
+def test_q3_and_q4_compare_with_their_own_run():
+    with pytest.raises(CheckFailure, match="your `next_token_probs` from q2 is not right yet"):
+        check.q3(0.16, lambda *a, **s: next_probs(*a, **s, penalties=False), top_p)
+    with pytest.raises(CheckFailure, match="not answered yet"):
+        check.q3(None, next_probs, top_p)
+    with pytest.raises(CheckFailure, match="higher temperature than your 0.12"):
+        check.q3(0.12, next_probs, top_p)
+    with pytest.raises(CheckFailure, match="check's sample is"):
+        check.q3(0.2, next_probs, top_p)
+    with pytest.raises(CheckFailure, match="not one of TEMPERATURES"):
+        check.q3(0.5, next_probs, top_p)
+    with pytest.raises(CheckFailure, match="smallest temperature"):
+        check.q4(0.1)
+    with pytest.raises(CheckFailure, match="one step too far"):
+        check.q4(0.5)
+    with pytest.raises(CheckFailure, match="not answered yet"):
+        check.q4(None)
 
 
-def test_q6_names_the_wrong_order_and_missing_penalties():
-    def top_p_first(z, c, *, temperature, top_k, top_p, presence_penalty, frequency_penalty):
-        z = top_k_filter(apply_penalties(z, c, presence_penalty, frequency_penalty), top_k)
-        kept = top_p_filter(torch.softmax(z, -1), top_p)
-        return torch.softmax(kept.log() / temperature, -1)
-
-    def penalties_after_temperature(z, c, *, temperature, top_k, top_p, presence_penalty, frequency_penalty):
-        z = top_k_filter(apply_penalties(z / temperature, c, presence_penalty, frequency_penalty), top_k)
-        return top_p_filter(torch.softmax(z, -1), top_p)
-
-    def no_penalties(z, c, **settings):
-        return next_token_probs(z, torch.zeros_like(c), **settings)
-
-    for func, message in [(top_p_first, "top-p before temperature"),
-                          (penalties_after_temperature, "penalties after temperature"),
-                          (no_penalties, "forgot the penalties")]:
-        with pytest.raises(CheckFailure, match=message):
-            check.q6(func)
+def test_sample_token_is_an_inverse_cdf_draw():
+    probs = torch.tensor([0.5, 0.25, 0.25])
+    draws = [check.sample_token(probs, torch.Generator().manual_seed(s)) for s in range(400)]
+    assert abs(draws.count(0) / 400 - 0.5) < 0.08 and set(draws) == {0, 1, 2}
+    one_hot = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    assert all(check.sample_token(one_hot, torch.Generator().manual_seed(s)) == 1 for s in range(50))
 
 
-def test_stubs_and_crashes_name_the_question():
-    def stub(*args, **kwargs):
-        raise NotImplementedError("write it")
-
-    for i, q in enumerate((check.q1, check.q2, check.q3, check.q4, check.q5, check.q6), start=1):
-        with pytest.raises(CheckFailure, match=rf"^q{i}: stub is not implemented yet"):
-            q(stub)
+def test_every_question_has_a_kind_and_stepped_hints(capsys):
+    assert set(check.QUESTION_KINDS) == {"q1", "q2", "q3", "q4", "q5"}
+    for question, steps in check.HINTS.items():
+        assert len(steps) >= 2
+        check.hint(question)
+        assert f"Hint 1 of {len(steps)} for {question}" in capsys.readouterr().out

@@ -1,22 +1,81 @@
-"""Checks for exercises/10_inference.ipynb: temperature, top-k, top-p, penalties, entropy, the pipeline.
+"""Checks for exercises/10_inference.ipynb: nucleus sampling with penalties, and when sampling turns greedy.
 
-Each check calls the student's function on its own seeded inputs (the hidden tests use other
-seeds), compares with `llmcourse.sampling` (itself tested against PyTorch references) and names
-the classic mistakes: dividing probabilities instead of logits, a top-p that drops the token that
-crosses p, penalising tokens never seen, a frequency penalty applied once instead of per count,
-entropy in nats where bits were asked for.
+The build checks call the student's functions on seeded inputs (the hidden tests use other seeds)
+and compare with the reference sampler below, written the plain way and itself tested against
+`llmcourse.sampling`; they name the classic mistakes: a top-p that drops the token that crosses p,
+no renormalisation, penalising tokens never seen, a frequency penalty paid once instead of per
+occurrence, the steps in the wrong order. The experiment checks run the shipped character model
+(`python_docs_char`, 0.8 M parameters) themselves and compare with the student's number.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
-from llmcourse import sampling
-from llmcourse.checks.core import call, compare, fail, passed
-from llmcourse.data import entropy
+from llmcourse.checks.core import answered, call, compare, fail, hint_giver, measured, passed, requires
+
+QUESTION_KINDS = {"q1": "build", "q2": "build", "q3": "experiment", "q4": "interpret", "q5": "interpret"}
+
+HINTS = {
+    "q1": ("The nucleus is a prefix of the tokens sorted from most to least likely: find how long that prefix "
+           "is, keep those tokens, zero the rest, and make what is kept a distribution again.",
+           "Sort with descending=True and keep the permutation it returns; the mass *before* a token is the "
+           "running total (cumsum) minus the token itself, and a token stays while that mass is below p. "
+           "The first token always stays.",
+           "sorted_probs, order = probs.sort(descending=True); a boolean keep-mask in sorted order; put it back "
+           "in vocabulary order with scatter (or index the order); multiply, then divide by the kept sum."),
+    "q2": ("Five steps on the logits and then on the probabilities, in the order the question lists them. "
+           "Reuse your top_p_filter from q1 for the last one.",
+           "Penalties: a token seen c times loses c times the frequency penalty and, if c > 0, the presence "
+           "penalty once. Temperature divides the logits. Top-k keeps the k largest logits and sets the "
+           "others to -inf (not 0), so that the softmax gives them probability 0.",
+           "z = penalised logits; z = z / temperature; the k-th largest value from torch.topk is the "
+           "threshold for masked_fill with float('-inf'); probs = softmax(z); return top_p_filter(probs, top_p)."),
+    "q3": ("Write one generation loop: feed the prompt's ids to the model, take the logits of the last position, "
+           "turn them into a distribution with your next_token_probs, pick a token, append it, repeat.",
+           "Greedy picks the argmax of the logits. Sampling picks with sample_token(probs, generator), where the "
+           "generator is torch.Generator().manual_seed(0), created fresh for each temperature. No penalties, "
+           "top_k = the vocabulary size, top_p = 1.0.",
+           "greedy = generate(None); then for theta in TEMPERATURES (from high to low): if generate(theta) == "
+           "greedy: record theta and stop. generate(theta) loops N_NEW times over model(ids)[0][0, -1]."),
+    "q4": ("Read the plot: along the temperature axis, where does the nucleus hold a single character?",
+           "The nucleus has one character when the most likely character alone carries at least p = 0.9 of "
+           "the probability; that happens below some temperature.",
+           "From the dictionary `nucleus_size` the cell printed, take the largest temperature whose size is 1."),
+}
+hint = hint_giver(HINTS)
 
 NEG_INF = -math.inf
+
+
+# --------------------------------------------------------------------------- reference sampler
+
+
+def reference_top_p(probs: torch.Tensor, p: float) -> torch.Tensor:
+    """The nucleus of a (vocab,) distribution, renormalised: the reference for q1."""
+    sorted_p, order = probs.sort(descending=True)
+    keep_sorted = (sorted_p.cumsum(0) - sorted_p) < p
+    keep_sorted[0] = True
+    kept = torch.zeros_like(probs).scatter(0, order, sorted_p * keep_sorted)
+    return kept / kept.sum()
+
+
+def reference_penalties(logits, counts, presence, frequency):
+    c = counts.to(logits.dtype)
+    return logits - c * frequency - (c > 0).to(logits.dtype) * presence
+
+
+def reference_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    kth = torch.topk(logits, k).values[-1]
+    return logits.masked_fill(logits < kth, NEG_INF)
+
+
+def reference_next_token_probs(logits, counts, *, temperature, top_k, top_p, presence_penalty, frequency_penalty):
+    """Penalties -> temperature -> top-k -> softmax -> top-p: the reference for q2."""
+    z = reference_penalties(logits, counts, presence_penalty, frequency_penalty) / temperature
+    return reference_top_p(torch.softmax(reference_top_k(z, top_k), -1), top_p)
 
 
 def _logits(seed: int, shape, scale: float = 2.0) -> torch.Tensor:
@@ -24,165 +83,199 @@ def _logits(seed: int, shape, scale: float = 2.0) -> torch.Tensor:
     return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
 
 
-def q1(temperature_softmax, seed: int = 0) -> None:
-    """softmax(z / theta) over the last axis; theta = 0 gives the one-hot of the argmax."""
-    z = _logits(seed, (3 + seed % 3, 7 + seed % 4))
-    for theta in (0.5, 2.0):
-        got = call("q1", temperature_softmax, z.clone(), theta)
-        probs = torch.softmax(z, -1)
-        compare("q1", got, torch.softmax(z / theta, -1), name=f"temperature_softmax(z, {theta})", mistakes=[
-            ("divided the probabilities by theta instead of the logits (softmax(z) / theta); temperature "
-             "divides the scores *before* the softmax", probs / theta),
-            ("divided the probabilities by theta and renormalised: that cancels out, so temperature has no "
-             "effect; divide the logits z before the softmax", probs),
-            ("multiplied the logits by theta instead of dividing: softmax(z * theta) gets sharper as theta grows",
-             torch.softmax(z * theta, -1)),
-            ("softmax over the wrong axis (dim 0); each row is one distribution", torch.softmax(z / theta, 0)),
-            ("raised the probabilities to the power theta instead of 1 / theta",
-             probs ** theta / (probs ** theta).sum(-1, keepdim=True)),
-        ])
-    got = call("q1", temperature_softmax, z.clone(), 0.0)
-    compare("q1", got, sampling.greedy_distribution(z), name="temperature_softmax(z, 0)",
-            hint="theta = 0 is the greedy limit: return the one-hot of the argmax (torch.nn.functional.one_hot), "
-                 "without dividing by zero")
-    passed("q1", "softmax(z / θ) matches, and θ = 0 is the greedy one-hot")
+# --------------------------------------------------------------------------- q1: top-p
 
 
-def q2(top_k_filter, seed: int = 0) -> None:
-    """Keep the k largest logits of a (vocab,) vector; every other logit becomes -inf."""
-    z = _logits(seed, (12 + seed % 5,))
-    for k in (1, 3, 5):
-        got = call("q2", top_k_filter, z.clone(), k)
-        order = z.argsort(descending=True)
-
-        def keep(idx):
-            return torch.full_like(z, NEG_INF).scatter(0, idx, z[idx])
-
-        off_by_one = [("kept k - 1 tokens (off by one)", keep(order[:k - 1]))] if k > 1 else []
-        compare("q2", got, keep(order[:k]), name=f"top_k_filter(z, {k})", mistakes=off_by_one + [
-            ("kept k + 1 tokens (off by one)", keep(order[:k + 1])),
-            ("set the dropped logits to 0, but 0 is an ordinary score (exp(0) = 1): use float('-inf')",
-             z.where(torch.zeros_like(z, dtype=torch.bool).scatter(0, order[:k], True), 0.0)),
-            ("kept the k *smallest* logits; torch.topk returns the largest by default", keep(order[-k:])),
-            ("returned probabilities; return the filtered logits (the softmax comes later)",
-             torch.softmax(keep(order[:k]), 0)),
-        ])
-    passed("q2", "the k highest scores survive, the rest are -inf")
+def _renorm(probs, order, sorted_p, keep_sorted):
+    kept = torch.zeros_like(probs).scatter(0, order, sorted_p * keep_sorted)
+    return kept / kept.sum() if kept.sum() > 0 else kept
 
 
-def _nucleus(probs: torch.Tensor, p: float) -> torch.Tensor:
-    kept = sampling.top_p_filter(probs.log(), p).exp()
-    return kept / kept.sum()
-
-
-def q3(top_p_filter, seed: int = 0) -> None:
+def q1(top_p_filter, seed: int = 0) -> None:
     """Nucleus: keep the smallest set of most likely tokens whose mass reaches p, renormalised."""
     probs = torch.softmax(_logits(seed, (10 + seed % 4,), scale=1.5), 0)
     sorted_p, order = probs.sort(descending=True)
-    for p in (0.5, 0.8, 0.95):
-        got = call("q3", top_p_filter, probs.clone(), p)
-        cum = sorted_p.cumsum(0)
-
-        def renorm(keep_sorted):
-            kept = torch.zeros_like(probs).scatter(0, order, sorted_p * keep_sorted)
-            return kept / kept.sum() if kept.sum() > 0 else kept
-
-        _empty_nucleus(got, p)
-        expected = _nucleus(probs, p)
-        compare("q3", got, expected, name=f"top_p_filter(probs, {p})", mistakes=[
+    cum = sorted_p.cumsum(0)
+    ascending_p, ascending_order = probs.sort()
+    for p in (0.5, 0.8, 0.95, 1e-6):
+        got = call("q1", top_p_filter, probs.clone(), p)
+        if isinstance(got, torch.Tensor) and got.is_floating_point() and torch.isnan(got).all():
+            fail("q1", f"top_p_filter(probs, {p:g}) is all NaN: your nucleus came out empty and you divided 0 by 0; "
+                       "you probably dropped the token that crosses p (cumulative mass <= p or < p).",
+                 "a token stays while the mass *before* it is below p, so the most likely token always stays")
+        expected = reference_top_p(probs, p)
+        compare("q1", got, expected, name=f"top_p_filter(probs, {p:g})", mistakes=[
             ("dropped the token that crosses p (kept only tokens with cumulative mass <= p); keep tokens while "
-             "the mass *before* them is below p, so the crossing token stays", renorm(cum <= p)),
+             "the mass *before* them is below p, so the crossing token stays", _renorm(probs, order, sorted_p, cum <= p)),
             ("dropped the token that crosses p (kept cumulative mass < p); the nucleus must *reach* p",
-             renorm(cum < p)),
+             _renorm(probs, order, sorted_p, cum < p)),
             ("forgot to renormalise: the kept probabilities must sum to 1 again", expected * probs[expected > 0].sum()),
-            ("sorted from the least likely token up; sort with descending=True", _ascending(probs, p)),
-        ])
-    got = call("q3", top_p_filter, probs.clone(), 1e-6)
-    _empty_nucleus(got, 1e-6)
-    compare("q3", got, _nucleus(probs, 1e-6), name="top_p_filter(probs, 1e-6)",
-            hint="a tiny p must still keep one token, the most likely: always keep the first token of the sorted list")
-    passed("q3", "the nucleus reaches p, keeps the crossing token and at least one token")
+            ("sorted from the least likely token up; sort with descending=True",
+             _renorm(probs, ascending_order, ascending_p, (ascending_p.cumsum(0) - ascending_p) < p)),
+            ("the kept tokens landed on the wrong positions: put the sorted mask back in vocabulary order "
+             "(scatter with the sort's permutation)", _renorm(probs, torch.arange(len(probs)), sorted_p,
+                                                               (cum - sorted_p) < p)),
+        ], hint="a tiny p must still keep exactly one token, the most likely" if p < 1e-3 else "")
+    passed("q1", "the nucleus reaches p, keeps the crossing token and at least one token, renormalised")
 
 
-def _empty_nucleus(got, p: float) -> None:
-    """NaN everywhere is 0 / 0: the student's nucleus kept no token at all."""
-    if isinstance(got, torch.Tensor) and got.is_floating_point() and torch.isnan(got).all():
-        fail("q3", f"top_p_filter(probs, {p:g}) is all NaN: your nucleus came out empty and you divided 0 by 0. "
-                   f"You probably dropped the token that crosses p (cumulative mass <= p or < p).",
-             "keep a token while the mass *before* it is below p; a tiny p must still keep one token, the most likely")
+# --------------------------------------------------------------------------- q2: the whole distribution
 
 
-def _ascending(probs: torch.Tensor, p: float) -> torch.Tensor:
-    """The nucleus built from the least likely tokens up (a wrong answer)."""
-    sorted_p, order = probs.sort()
-    keep = (sorted_p.cumsum(0) - sorted_p) < p
-    kept = torch.zeros_like(probs).scatter(0, order, sorted_p * keep)
-    return kept / kept.sum()
-
-
-def q4(apply_penalties, seed: int = 0) -> None:
-    """OpenAI's penalties: z_j - count_j * frequency - [count_j > 0] * presence."""
-    g = torch.Generator().manual_seed(seed)
-    z = _logits(seed, (9,))
-    counts = torch.randint(0, 4, (9,), generator=g)
-    counts[0], counts[1] = 0, 3          # at least one unseen token and one seen three times
-    presence, frequency = 0.6, 0.25
-    got = call("q4", apply_penalties, z.clone(), counts.clone(), presence, frequency)
-    c = counts.double()
-    seen = (counts > 0).double()
-    compare("q4", got, z - c * frequency - seen * presence, name="apply_penalties(z, counts, 0.6, 0.25)", mistakes=[
-        ("penalised tokens that were never seen: the presence penalty applies only where count > 0",
-         z - c * frequency - presence),
-        ("applied the frequency penalty once per token instead of once per occurrence (count x frequency)",
-         z - seen * frequency - seen * presence),
-        ("applied the presence penalty per occurrence; it is paid once, by any token with count > 0",
-         z - c * frequency - c * presence),
-        ("added the penalties instead of subtracting them (that rewards repetition)",
-         z + c * frequency + seen * presence),
-        ("swapped presence and frequency", z - c * presence - seen * frequency),
-    ])
-    passed("q4", "seen tokens pay presence once and frequency per occurrence; unseen tokens are untouched")
-
-
-def q5(entropy_bits, seed: int = 0) -> None:
-    """Entropy in bits over the last axis, with 0 log 0 = 0."""
-    probs = torch.softmax(_logits(seed, (4, 8)), -1)
-    probs[0, :3] = 0.0                                   # some impossible tokens
-    probs[0] /= probs[0].sum()
-    probs[1] = torch.zeros(8, dtype=probs.dtype).index_fill(0, torch.tensor([2]), 1.0)  # certain: 0 bits
-    got = call("q5", entropy_bits, probs.clone())
-    nats = entropy(probs)
-    compare("q5", got, nats / math.log(2), name="entropy_bits(probs)", mistakes=[
-        ("returned nats (natural log); for bits use log2, or divide nats by ln 2", nats),
-        ("used log10 (that unit is the 'hartley'); bits need log2", nats / math.log(10)),
-        ("forgot the minus sign: entropy is -sum p log p, never negative", -nats / math.log(2)),
-        ("summed over the wrong axis (dim 0); each row is one distribution", entropy(probs.T) / math.log(2)),
-    ], hint="0 * log 0 must count as 0: use torch.where(p > 0, p * log2(p), 0), or clamp p before the log")
-    passed("q5", "entropy in bits, with 0 log 0 = 0")
-
-
-def q6(next_token_probs, seed: int = 0) -> None:
-    """The whole pipeline on a (vocab,) vector: penalties -> temperature -> top-k -> top-p -> probabilities."""
+def q2(next_token_probs, top_p_filter, seed: int = 0) -> None:
+    """next_token_probs(logits, counts, *, temperature, top_k, top_p, presence_penalty, frequency_penalty)."""
+    requires("q2", "q1", "top_p_filter", lambda: q1(top_p_filter, seed=seed))
     g = torch.Generator().manual_seed(seed)
     z = _logits(seed, (16,), scale=2.5)
-    counts = torch.randint(0, 3, (16,), generator=g)
-    settings = dict(temperature=0.6, top_k=8, top_p=0.85, presence_penalty=0.5, frequency_penalty=0.3)
-    got = call("q6", next_token_probs, z.clone(), counts.clone(), **settings)
-    expected = sampling.next_token_distribution(z, counts, **settings)
-    penalised = sampling.apply_penalties(z, counts, 0.5, 0.3)
-    wrong_order = [
-        ("applied top-p before temperature: the nucleus must be chosen from the temperature-scaled distribution",
-         torch.softmax(sampling.top_p_filter(sampling.top_k_filter(penalised, 8), 0.85) / 0.6, -1)),
-        ("applied the penalties after temperature; penalties act on the raw logits, then divide by theta",
-         torch.softmax(sampling.top_p_filter(sampling.top_k_filter(
-             sampling.apply_penalties(z / 0.6, counts, 0.5, 0.3), 8), 0.85), -1)),
-        ("applied top-p before top-k", torch.softmax(sampling.top_k_filter(
-            sampling.top_p_filter(penalised / 0.6, 0.85), 8), -1)),
-        ("forgot the penalties", sampling.next_token_distribution(z, **settings | {"presence_penalty": 0.0,
-                                                                                   "frequency_penalty": 0.0})),
+    counts = torch.randint(0, 4, (16,), generator=g)
+    counts[0], counts[1] = 0, 3
+    s = dict(temperature=0.6, top_k=8, top_p=0.85, presence_penalty=0.5, frequency_penalty=0.3)
+    got = call("q2", next_token_probs, z.clone(), counts.clone(), **s)
+    expected = reference_next_token_probs(z, counts, **s)
+    c = counts.double()
+    seen = (c > 0).double()
+
+    def pipeline(penalised, *, temperature=0.6, order="kp"):
+        zz = penalised / temperature
+        if order == "kp":
+            return reference_top_p(torch.softmax(reference_top_k(zz, 8), -1), 0.85)
+        nucleus = reference_top_p(torch.softmax(zz, -1), 0.85)          # top-p first, then top-k
+        kept = torch.where(nucleus > 0, zz, torch.full_like(zz, NEG_INF))
+        return torch.softmax(reference_top_k(kept, 8), -1)
+
+    mistakes = [
+        ("penalised tokens that were never seen: the presence penalty applies only where count > 0",
+         pipeline(z - c * 0.3 - 0.5)),
+        ("the frequency penalty is paid once per token instead of once per occurrence",
+         pipeline(z - seen * 0.3 - seen * 0.5)),
+        ("the presence penalty is paid per occurrence; it is paid once, by any token seen at least once",
+         pipeline(z - c * 0.3 - c * 0.5)),
+        ("added the penalties instead of subtracting them (that rewards repetition)", pipeline(z + c * 0.3 + seen * 0.5)),
+        ("presence and frequency swapped", pipeline(z - c * 0.5 - seen * 0.3)),
+        ("forgot the penalties", pipeline(z)),
+        ("forgot the temperature", pipeline(z - c * 0.3 - seen * 0.5, temperature=1.0)),
+        ("multiplied by the temperature instead of dividing", pipeline(z - c * 0.3 - seen * 0.5, temperature=1 / 0.6)),
+        ("applied the penalties after the temperature; they act on the raw logits, then divide by theta",
+         pipeline(z / 0.6 - c * 0.3 - seen * 0.5, temperature=1.0)),
+        ("top-p before top-k", pipeline(z - c * 0.3 - seen * 0.5, order="pk")),
+        ("top-k set the dropped logits to 0, but 0 is an ordinary score (exp(0) = 1): use float('-inf')",
+         reference_top_p(torch.softmax(torch.where(
+             reference_top_k((z - c * 0.3 - seen * 0.5) / 0.6, 8) == NEG_INF, torch.zeros_like(z),
+             (z - c * 0.3 - seen * 0.5) / 0.6), -1), 0.85)),
+        ("top-p applied to the probabilities before the temperature: the nucleus must be chosen from the "
+         "temperature-scaled distribution",
+         torch.softmax(torch.where(reference_top_p(torch.softmax(reference_top_k(z - c * 0.3 - seen * 0.5, 8), -1),
+                                                   0.85) > 0, (z - c * 0.3 - seen * 0.5) / 0.6,
+                                   torch.full_like(z, NEG_INF)), -1)),
     ]
-    compare("q6", got, expected, name="next_token_probs(z, counts, ...)", mistakes=wrong_order,
-            hint="order: penalties on the logits, divide by theta, top-k on the logits, softmax, top-p, renormalise")
-    if abs(float(torch.as_tensor(got).sum()) - 1) > 1e-6:
-        fail("q6", "the probabilities do not sum to 1")
-    passed("q6", "penalties → temperature → top-k → top-p, in that order")
+    compare("q2", got, expected, name="next_token_probs(z, counts, temperature=0.6, top_k=8, top_p=0.85, "
+            "presence_penalty=0.5, frequency_penalty=0.3)", mistakes=mistakes,
+            hint="check each step on its own: print the logits after the penalties, after the temperature, after top-k")
+    passed("q2", "penalties → temperature → top-k → softmax → top-p, in that order")
+
+
+# --------------------------------------------------------------------------- q3, q4: the shipped model
+
+PROMPT = "The function returns "
+N_NEW = 30
+TEMPERATURES = tuple(round(0.3 - 0.02 * i, 2) for i in range(11))   # 0.3, 0.28, ..., 0.1
+NUCLEUS_P = 0.9
+NUCLEUS_TEMPERATURES = tuple(round(0.1 * i, 1) for i in range(1, 21))
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_model():
+    """The course's shipped character model and its tokenizer (cached: loaded once per process)."""
+    from llmcourse.checkpoints import load_pretrained
+    pretrained = load_pretrained("python_docs_char")
+    return pretrained.model.eval(), pretrained.tokenizer
+
+
+def sample_token(probs: torch.Tensor, generator: torch.Generator) -> int:
+    """Draw one token id from a (vocab,) distribution with one uniform number (inverse CDF).
+
+    The same draw for the same generator state whatever the dtype of `probs`, so that your run and
+    the check's run agree.
+    """
+    u = float(torch.rand(1, generator=generator, dtype=torch.float64))
+    cdf = probs.double().cumsum(0)
+    return min(int((cdf <= u * float(cdf[-1])).sum()), len(probs) - 1)
+
+
+def continuation(model, tok, temperature: float | None, probs_fn=None) -> str:
+    """N_NEW characters after PROMPT: greedy if temperature is None, else sampled with seed 0."""
+    probs_fn = probs_fn or reference_next_token_probs
+    ids = torch.tensor([tok.encode(PROMPT)])
+    vocab = model.config.vocab_size
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _ in range(N_NEW):
+            logits = model(ids)[0][0, -1]
+            if temperature is None:
+                nxt = int(logits.argmax())
+            else:
+                probs = probs_fn(logits, torch.zeros(vocab, dtype=torch.long), temperature=temperature, top_k=vocab,
+                                 top_p=1.0, presence_penalty=0.0, frequency_penalty=0.0)
+                nxt = sample_token(probs, generator)
+            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+    return tok.decode(ids[0, -N_NEW:].tolist())
+
+
+def greedy_temperature() -> tuple[float | None, dict[float, str]]:
+    """The check's own run of q3: the first temperature, going down TEMPERATURES, whose sample is greedy."""
+    model, tok = shipped_model()
+    greedy = continuation(model, tok, None)
+    texts = {}
+    for theta in TEMPERATURES:
+        texts[theta] = continuation(model, tok, theta)
+        if texts[theta] == greedy:
+            return theta, texts
+    return None, texts
+
+
+def q3(temperature_where_greedy, next_token_probs, top_p_filter) -> None:
+    """The first temperature (going down TEMPERATURES) at which the seeded sample equals greedy decoding."""
+    requires("q3", "q2", "next_token_probs", lambda: q2(next_token_probs, top_p_filter))
+    answered("q3", temperature_where_greedy, "temperature_where_greedy")
+    expected, texts = greedy_temperature()
+    if temperature_where_greedy not in TEMPERATURES:
+        fail("q3", f"`temperature_where_greedy` = {temperature_where_greedy!r} is not one of TEMPERATURES.",
+             "report the temperature itself, as it appears in TEMPERATURES")
+    if temperature_where_greedy < expected:
+        fail("q3", f"at θ = {expected:g}, a higher temperature than your {temperature_where_greedy:g}, the sample "
+                   f"already equals the greedy text {texts[expected]!r}.",
+             "go down the list from the highest temperature and stop at the FIRST one whose sample is greedy; "
+             "create a fresh torch.Generator().manual_seed(0) for every temperature")
+    fail_text = texts.get(temperature_where_greedy)
+    measured("q3", temperature_where_greedy, expected, tolerance=1e-9, name="temperature_where_greedy",
+             what=f"at θ = {temperature_where_greedy:g} the check's sample is {fail_text!r}, not the greedy text",
+             hint="create a fresh torch.Generator().manual_seed(0) for every temperature, draw with sample_token, "
+                  "and compare the whole continuation with the greedy one")
+    passed("q3", f"going down the temperatures, θ = {expected:g} is the first whose sampled continuation of "
+                 f"{PROMPT!r} is the greedy {texts[expected]!r}")
+
+
+def nucleus_sizes() -> dict[float, int]:
+    """How many characters top-p (NUCLEUS_P) keeps after PROMPT, at each of NUCLEUS_TEMPERATURES."""
+    model, tok = shipped_model()
+    with torch.no_grad():
+        logits = model(torch.tensor([tok.encode(PROMPT)]))[0][0, -1].double()
+    return {theta: int((reference_top_p(torch.softmax(logits / theta, -1), NUCLEUS_P) > 0).sum())
+            for theta in NUCLEUS_TEMPERATURES}
+
+
+def q4(largest_greedy_nucleus_temperature) -> None:
+    """The largest temperature in NUCLEUS_TEMPERATURES at which the nucleus holds exactly one character."""
+    answered("q4", largest_greedy_nucleus_temperature, "largest_greedy_nucleus_temperature")
+    sizes = nucleus_sizes()
+    ones = [theta for theta, n in sizes.items() if n == 1]
+    expected = max(ones)
+    got = largest_greedy_nucleus_temperature
+    mistakes = [("the smallest temperature with a one-character nucleus, not the largest", min(ones))]
+    above = [theta for theta in NUCLEUS_TEMPERATURES if theta > expected]
+    if above:
+        mistakes.append(("the first temperature whose nucleus holds MORE than one character: one step too far",
+                         above[0]))
+    measured("q4", got, expected, tolerance=0.01, name="largest_greedy_nucleus_temperature",
+             what=f"the nucleus sizes are {sizes}", mistakes=mistakes)
+    passed("q4", f"up to θ = {expected:g} top-p {NUCLEUS_P} keeps one character: sampling there is greedy decoding")
