@@ -1,4 +1,4 @@
-"""Checks for exercises/04_attention.ipynb: scores, weights, causal and padding masks, entropy.
+"""Checks for exercises/04_attention.ipynb: causal attention end to end, padding, entropy, why sqrt(d_k).
 
 Each check calls the student's function on inputs it makes itself (seeded; the hidden tests use
 other seeds, hence other shapes), compares with a trusted reference (the library's `attention`,
@@ -13,7 +13,43 @@ import math
 import torch
 
 from llmcourse.attention import attention, causal_mask
-from llmcourse.checks.core import _as_tensor, call, compare, fail, passed
+from llmcourse.checks.core import _as_tensor, answered, call, choice, compare, fail, hint_giver, measured, passed, requires
+
+QUESTION_KINDS = {"q1": "build", "q2": "build", "q3": "build", "q4": "experiment", "q5": "interpret",
+                  "q6": "interpret"}
+
+HINTS = {
+    "q1": ("Three steps: compare every query with every key, weigh (a softmax per query, future keys "
+           "excluded), blend the values with those weights.",
+           "The scores are the dot products of queries with keys, scaled by one over the square root of the "
+           "feature width; hide the future by setting the scores of keys after the query to minus infinity "
+           "BEFORE the softmax, which runs over the keys (the last axis).",
+           "Shape of the code: scores from q and k with the last two axes of k swapped, divided by "
+           "math.sqrt of q's last size; a boolean (t, t) mask that is True strictly above the diagonal "
+           "(torch.triu with diagonal=1); masked_fill with float('-inf'); softmax over dim=-1; "
+           "out = weights @ v; return out, weights."),
+    "q2": ("A pad is a KEY that no query should look at; which keys are pads depends on the text's length.",
+           "Build a boolean (batch, 1, t) mask that is True at key positions j >= lengths[b] (compare "
+           "torch.arange(t) with the lengths as a column); it broadcasts over the queries.",
+           "Shape of the code: mask from torch.arange(t) >= torch.tensor(lengths) reshaped to (batch, 1, 1); "
+           "scores.masked_fill(mask, float('-inf')), then softmax over the last axis."),
+    "q3": ("Entropy is minus the sum of w ln w over each query's weights, with 0 ln 0 taken as 0.",
+           "torch.special.xlogy(w, w) is w ln w with 0 where w = 0; sum it over the keys (the last axis) and "
+           "change the sign."),
+    "q4": ("Follow the recipe exactly: for each d_k a fresh generator seeded 0, q then k drawn from it; "
+           "scores with and without the 1/sqrt(d_k); a softmax over the keys; your q3 entropy; the mean.",
+           "q = torch.randn(64, 16, d_k, generator=g) then k the same way; weights = softmax(q @ k^T "
+           "(/ sqrt(d_k) or not), dim=-1); attention_entropy(weights).mean().item().",
+           "Two dicts filled in one loop over check.D_KS: entropy_scaled[d_k] and entropy_unscaled[d_k]."),
+    "q5": ("Look at your entropy_unscaled[256] next to ln 16 (uniform) and 0 (all weight on one key).",
+           "Also look at the largest weight of each query: weights.amax(-1).mean() for the unscaled "
+           "scores at d_k = 256."),
+}
+hint = hint_giver(HINTS)
+
+D_KS = [4, 16, 64, 256]
+N_SEQUENCES, N_TOKENS = 64, 16
+SATURATED_LOOKS = ["nearly one-hot", "nearly uniform", "the same as with scaling"]
 
 
 def _randn(g: torch.Generator, *shape: int) -> torch.Tensor:
@@ -65,52 +101,6 @@ def _check_rows(question: str, w: torch.Tensor, name: str, hint: str) -> None:
                        f"each query's weights must be a probability distribution over the keys.", hint)
 
 
-# --- q1: compare ---------------------------------------------------------------------------------
-
-def q1(scores, seed: int = 0) -> None:
-    """Scaled scores Q K^T / sqrt(d_k): (..., t_q, t_k)."""
-    q, k, _ = _qkv(seed)
-    d_k = q.shape[-1]
-    got = call("q1", scores, q.clone(), k.clone())
-    raw = q @ k.transpose(-2, -1)  # (b, h, t_q, t_k)
-    compare("q1", got, raw / math.sqrt(d_k), name="the score matrix", mistakes=[
-        (f"the sqrt(d_k) is missing: Q K^T must be divided by sqrt(d_k) = sqrt({d_k})", raw),
-        (f"divided by d_k = {d_k} instead of sqrt(d_k) = {math.sqrt(d_k):.3g}", raw / d_k),
-        (f"multiplied by sqrt(d_k) instead of dividing by it", raw * math.sqrt(d_k)),
-        ("divided by the square root of the number of keys t_k; the scale comes from the feature width d_k "
-         "(q.shape[-1])", raw / math.sqrt(k.shape[-2])),
-        ("divided by the square root of the number of queries t_q; the scale comes from the feature width d_k "
-         "(q.shape[-1])", raw / math.sqrt(q.shape[-2])),
-        ("transposed: you computed K Q^T (keys as rows). Rows must be queries and columns keys: "
-         "q @ k.transpose(-2, -1)", raw.transpose(-2, -1) / math.sqrt(d_k)),
-    ], hint="scores[..., i, j] = q_i · k_j / sqrt(d_k): one row per query, one column per key")
-    passed("q1", f"scores = Q K^T / sqrt(d_k), shape {tuple(raw.shape)} = (batch, heads, t_q, t_k)")
-
-
-# --- q2: weigh -----------------------------------------------------------------------------------
-
-def q2(weights, seed: int = 0) -> None:
-    """softmax of the scores over the keys (the last axis): each query's weights sum to 1."""
-    g = torch.Generator().manual_seed(seed)
-    s = _randn(g, 2, 3 + seed % 3, 5 + seed % 2) * 2  # (batch, t_q, t_k)
-    got = call("q2", weights, s.clone())
-    compare("q2", got, s.softmax(-1), name="the weight matrix", mistakes=[
-        ("softmax over the wrong axis (dim=-2, the queries): each QUERY's weights over the keys must sum to 1, "
-         "so normalise over the last axis (dim=-1)", s.softmax(-2)),
-        ("softmax over the wrong axis (dim=0, the batch): normalise over the keys, the last axis (dim=-1)",
-         s.softmax(0)),
-        ("normalised over the whole tensor instead of each query's row", s.exp() / s.exp().sum()),
-        ("divided the scores by their sum without exponentiating them first", s / s.sum(-1, keepdim=True)),
-        ("used a sigmoid on each score: the weights of a query must compete and sum to 1, use softmax",
-         torch.sigmoid(s)),
-    ])
-    big = s * 400  # softmax of scores in the thousands overflows exp() unless the row max is subtracted
-    got = call("q2", weights, big.clone())
-    compare("q2", got, big.softmax(-1), name="the weight matrix for scores in the thousands",
-            hint="exp(1000) overflows to inf; subtract each row's maximum first, or use torch.softmax(dim=-1)")
-    passed("q2", "each query's weights are a softmax over the keys (dim=-1) and sum to 1")
-
-
 # --- q3: the causal mask -------------------------------------------------------------------------
 
 def _future_leak_failure(question: str, w: torch.Tensor, future: torch.Tensor, wrong: dict[str, torch.Tensor],
@@ -126,81 +116,69 @@ def _future_leak_failure(question: str, w: torch.Tensor, future: torch.Tensor, w
     fail(question, f"{what}; a position may only attend to itself and earlier positions.", hint)
 
 
-def q3(causal_weights, seed: int = 0) -> None:
-    """Causal attention weights: softmax over the keys with every future key at weight exactly 0."""
+def _causal_qkv(seed: int):
+    """q, k (batch, heads, t, d_k) and v (batch, heads, t, d_v) for a causal call: t_q = t_k, d_v = t + 1."""
     g = torch.Generator().manual_seed(seed)
-    t = 4 + seed % 3
-    s = _randn(g, 2, t, t) * 2                         # (batch, t, t) scores
-    future = causal_mask(t)                            # (t, t) True above the diagonal
-    expected = s.masked_fill(future, float("-inf")).softmax(-1)
-    got = call("q3", causal_weights, s.clone())
-    w = _as_weights("q3", got, expected, "the causal weight matrix")
-    hint = "set the scores of future keys (key > query, torch.triu(..., diagonal=1)) to -inf BEFORE the softmax"
-    _future_leak_failure("q3", w, future, {
+    batch, heads, t, d_k = 2, 1 + seed % 3, 4 + seed % 3, 8 + 4 * (seed % 3)  # d_k != t
+    return _randn(g, batch, heads, t, d_k), _randn(g, batch, heads, t, d_k), _randn(g, batch, heads, t, t + 1)
+
+
+def q1(causal_attention, seed: int = 0) -> None:
+    """Causal attention end to end: softmax(mask(Q K^T / sqrt(d_k))) V, returning (output, weights)."""
+    q, k, v = _causal_qkv(seed)
+    d_k, t = q.shape[-1], q.shape[-2]
+    out, weights = attention(q, k, v, causal=True)  # the library, tested against PyTorch
+    got = call("q1", causal_attention, q.clone(), k.clone(), v.clone())
+    if not (isinstance(got, tuple) and len(got) == 2):
+        fail("q1", f"expected a pair (output, weights), got {type(got).__name__}", "return out, weights")
+    got_out, got_w = (_as_tensor(x) for x in got)
+    if (got_out is not None and got_w is not None and got_out.shape == weights.shape
+            and got_w.shape == out.shape and out.shape != weights.shape):
+        fail("q1", f"you returned (weights, output): shapes {tuple(got_out.shape)} and {tuple(got_w.shape)}",
+             "return the output first: return out, weights")
+    w = _as_weights("q1", got_w, weights, "the weight matrix")
+    raw = q @ k.transpose(-2, -1)                    # (b, h, t, t)
+    scaled = raw / math.sqrt(d_k)
+    future = causal_mask(t)                          # (t, t) True above the diagonal
+    hint = "set the scores of future keys (key after query) to -inf BEFORE the softmax"
+    _future_leak_failure("q1", w, future, {
+        "no mask at all": scaled.softmax(-1),
         "masking with 0 instead of -inf: a score of 0 still gets weight exp(0) = 1 before normalising; "
-        "use float('-inf')": s.masked_fill(future, 0.0).softmax(-1),
+        "use float('-inf')": scaled.masked_fill(future, 0.0).softmax(-1),
         "masking the past instead of the future (tril instead of triu): the mask must be True ABOVE the diagonal":
-            s.masked_fill(torch.ones(t, t, dtype=torch.bool).tril(-1), float("-inf")).softmax(-1),
-        "no mask at all": s.softmax(-1),
+            scaled.masked_fill(torch.ones(t, t, dtype=torch.bool).tril(-1), float("-inf")).softmax(-1),
     }, hint)
     if torch.isnan(w).any() and torch.isnan(w[..., 0, :]).all():
-        fail("q3", "the weights of position 0 are NaN: the mask hides the diagonal too, so position 0 can see "
-                   "no key at all. A position may attend to itself.",
-             "mask only keys after the query: torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)")
-    after_softmax = s.softmax(-1).masked_fill(future, 0.0)
+        fail("q1", "the weights of position 0 are NaN: the mask hides the diagonal too, so position 0 can see "
+                   "no key at all. A position may attend to itself.", "mask only the keys strictly after the query")
+    after_softmax = scaled.softmax(-1).masked_fill(future, 0.0)
     if torch.allclose(w, after_softmax, atol=1e-6):
-        fail("q3", f"the weights of query 0 sum to {float(after_softmax[0, 0].sum()):.3f}, not 1: this looks like "
-                   "masking AFTER the softmax (zeroing future weights without renormalising).", hint)
-    if torch.allclose(w, s.masked_fill(future, float("-inf")).softmax(-2), atol=1e-6):
-        fail("q3", "the softmax is over the wrong axis (dim=-2, the queries): each QUERY's weights over the keys "
-                   "must sum to 1, so normalise over the last axis (dim=-1).", hint)
-    _check_rows("q3", w, "the causal weight matrix", hint)
-    compare("q3", w, expected, name="the causal weight matrix", hint=hint)
-    passed("q3", f"no position sees its future: weights are exactly 0 above the diagonal ({t}×{t}), rows sum to 1")
+        fail("q1", "the weights of a query do not sum to 1: this looks like masking AFTER the softmax (zeroing "
+                   "future weights without renormalising).", hint)
+    fill = lambda x: x.masked_fill(future, float("-inf"))  # noqa: E731
+    compare("q1", w, weights, name="the weight matrix", mistakes=[
+        (f"the sqrt(d_k) is missing: Q K^T must be divided by sqrt(d_k) = sqrt({d_k})", fill(raw).softmax(-1)),
+        (f"divided by d_k = {d_k} instead of sqrt(d_k) = {math.sqrt(d_k):.3g}", fill(raw / d_k).softmax(-1)),
+        ("multiplied by sqrt(d_k) instead of dividing by it", fill(raw * math.sqrt(d_k)).softmax(-1)),
+        ("softmax over the wrong axis (dim=-2, the queries): each query's weights over the keys must sum to 1",
+         fill(scaled).softmax(-2)),
+        ("scaled by the number of positions t instead of the feature width d_k (q.shape[-1])",
+         fill(raw / math.sqrt(t)).softmax(-1)),
+        ("transposed scores (K Q^T): rows must be queries and columns keys, q @ k with k's last two axes swapped",
+         fill(scaled.transpose(-2, -1)).softmax(-1)),
+    ])
+    _check_rows("q1", w, "the weight matrix", hint)
+    compare("q1", got_out, out, name="the output", mistakes=[
+        ("blended with the transposed weights (weights^T V): output row i must be sum_j weights[i, j] v_j",
+         weights.transpose(-2, -1) @ v),
+    ], hint="each query's output is the weighted average of the values")
+    passed("q1", f"causal softmax(Q K^T / sqrt(d_k)) V matches the reference; nothing leaks from the future "
+                 f"({t}×{t}, d_k = {d_k})")
 
 
-# --- q4: the whole formula -----------------------------------------------------------------------
+# --- q2: padding ---------------------------------------------------------------------------------
 
-def q4(my_attention, seed: int = 0) -> None:
-    """softmax(Q K^T / sqrt(d_k)) V with an optional causal mask, returning (output, weights)."""
-    for causal in (False, True):
-        q, k, v = _qkv(seed + 7 * causal, square=causal)
-        d_k = q.shape[-1]
-        out, weights = attention(q, k, v, causal=causal)  # the library, tested against PyTorch
-        got = call("q4", my_attention, q.clone(), k.clone(), v.clone(), causal=causal)
-        mode = "causal=True" if causal else "causal=False"
-        if not (isinstance(got, tuple) and len(got) == 2):
-            fail("q4", f"expected a pair (output, weights), got {type(got).__name__}", "return out, weights")
-        got_out, got_w = (_as_tensor(x) for x in got)
-        if (got_out is not None and got_w is not None and got_out.shape == weights.shape
-                and got_w.shape == out.shape and out.shape != weights.shape):
-            fail("q4", f"you returned (weights, output): shapes {tuple(got_out.shape)} and {tuple(got_w.shape)}",
-                 "return the output first: return out, weights")
-        w = _as_weights("q4", got_w, weights, f"the weight matrix ({mode})")
-        raw = q @ k.transpose(-2, -1)
-        future = causal_mask(q.shape[-2], k.shape[-2])
-        if causal:
-            _future_leak_failure("q4", w, future, {
-                "the causal argument being ignored": raw.div(math.sqrt(d_k)).softmax(-1),
-                "masking with 0 instead of -inf: a score of 0 still gets weight exp(0) = 1 before normalising":
-                    (raw / math.sqrt(d_k)).masked_fill(future, 0.0).softmax(-1),
-            }, "with causal=True, set future scores (key > query) to -inf before the softmax")
-        fill = (lambda x: x.masked_fill(future, float("-inf"))) if causal else (lambda x: x)
-        compare("q4", w, weights, name=f"the weight matrix ({mode})", mistakes=[
-            (f"the sqrt(d_k) is missing: divide Q K^T by sqrt({d_k})", fill(raw).softmax(-1)),
-            ("softmax over the wrong axis (dim=-2, the queries): normalise each query's row, dim=-1",
-             fill(raw / math.sqrt(d_k)).softmax(-2)),
-        ])
-        compare("q4", got_out, out, name=f"the output ({mode})", mistakes=[
-            ("blended with the transposed weights (weights^T V): output row i must be sum_j weights[i, j] v_j",
-             weights.transpose(-2, -1) @ v if causal else torch.empty(0)),
-        ], hint="out = weights @ v: each query's output is the weighted average of the values")
-    passed("q4", "softmax(Q K^T / sqrt(d_k)) V matches the reference, with and without the causal mask")
-
-
-# --- q5: padding ---------------------------------------------------------------------------------
-
-def q5(padded_weights, seed: int = 0) -> None:
+def q2(padded_weights, seed: int = 0) -> None:
     """Weights that give every pad key (position >= lengths[b]) weight exactly 0."""
     g = torch.Generator().manual_seed(seed)
     t = 5 + seed % 2
@@ -209,8 +187,8 @@ def q5(padded_weights, seed: int = 0) -> None:
     real = torch.arange(t) < torch.tensor(lengths).unsqueeze(1)             # (batch, t_k)
     pad = ~real[:, None, :]                                                 # (batch, 1, t_k)
     expected = s.masked_fill(pad, float("-inf")).softmax(-1)
-    got = call("q5", padded_weights, s.clone(), list(lengths))
-    w = _as_weights("q5", got, expected, "the padded weight matrix")
+    got = call("q2", padded_weights, s.clone(), list(lengths))
+    w = _as_weights("q2", got, expected, "the padded weight matrix")
     hint = "a key is padding if its position j >= lengths[b]; set those scores to -inf before the softmax"
     leak = _leak(w, pad.expand_as(w))
     if leak is not None:
@@ -228,35 +206,89 @@ def q5(padded_weights, seed: int = 0) -> None:
              s.masked_fill(pad.transpose(-2, -1), float("-inf")).softmax(-1)),
         ]:
             if torch.allclose(w, wrong, atol=1e-6, equal_nan=True):
-                fail("q5", f"{what}. This looks like {description}.", hint)
-        fail("q5", f"{what}; pads must get weight exactly 0.", hint)
-    _check_rows("q5", w, "the padded weight matrix",
+                fail("q2", f"{what}. This looks like {description}.", hint)
+        fail("q2", f"{what}; pads must get weight exactly 0.", hint)
+    _check_rows("q2", w, "the padded weight matrix",
                 "mask the KEYS that are padding (columns j >= lengths[b]), not the queries; keep every real key")
-    compare("q5", w, expected, name="the padded weight matrix", hint=hint)
-    passed("q5", f"pads get weight exactly 0 for lengths {lengths} (t = {t}); every row sums to 1")
+    compare("q2", w, expected, name="the padded weight matrix", hint=hint)
+    passed("q2", f"pads get weight exactly 0 for lengths {lengths} (t = {t}); every row sums to 1")
 
 
-# --- q6: entropy of the weights ------------------------------------------------------------------
+# --- q3: entropy of the weights ------------------------------------------------------------------
 
-def q6(attention_entropy, seed: int = 0) -> None:
+def q3(attention_entropy, seed: int = 0) -> None:
     """Entropy in nats of each query's weights, -sum_j w_j ln w_j, with 0 ln 0 = 0: (..., t_q)."""
     g = torch.Generator().manual_seed(seed)
     t = 4 + seed % 3
     s = _randn(g, 2, t, t) * (1 + seed % 3)
     w = s.masked_fill(causal_mask(t), float("-inf")).softmax(-1)  # (batch, t, t) with exact zeros
     expected = -torch.special.xlogy(w, w).sum(-1)                 # (batch, t)
-    got = call("q6", attention_entropy, w.clone())
+    got = call("q3", attention_entropy, w.clone())
     g_t = _as_tensor(got)
     if g_t is not None and g_t.shape == expected.shape and g_t.is_floating_point() and torch.isnan(g_t).any():
-        fail("q6", f"{int(torch.isnan(g_t).sum())} entropies are NaN: masked weights are exactly 0 and "
+        fail("q3", f"{int(torch.isnan(g_t).sum())} entropies are NaN: masked weights are exactly 0 and "
                    "0 * log(0) = 0 * (-inf) = NaN.",
              "treat 0 log 0 as 0: torch.special.xlogy(w, w), or w * log(w) where w > 0")
     plogp = torch.special.xlogy(w, w)
-    compare("q6", got, expected, name="the tensor of entropies", mistakes=[
+    compare("q3", got, expected, name="the tensor of entropies", mistakes=[
         ("entropy in bits (log2); the course measures entropy in nats (natural log)", expected / math.log(2)),
         ("the minus sign is missing: entropy is -sum w ln w, which is >= 0", -expected),
         ("summed over the wrong axis (dim=-2, the queries): each query's own weights form one distribution",
          -plogp.sum(-2)),
         ("a mean over the keys instead of a sum", -plogp.mean(-1)),
     ], hint="entropy of query i: H_i = -sum_j w[i, j] ln w[i, j] (0 ln 0 = 0); ln(t_k) means uniform, 0 means one key")
-    passed("q6", f"entropies in nats, from 0 (all weight on one key) up to ln({t}) = {math.log(t):.3f} (uniform)")
+    passed("q3", f"entropies in nats, from 0 (all weight on one key) up to ln({t}) = {math.log(t):.3f} (uniform)")
+
+
+# --- q4: why sqrt(d_k): the experiment ------------------------------------------------------------
+
+def saturation_run() -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
+    """The check's own run: mean attention entropy (nats) with and without 1/sqrt(d_k), and the mean
+    largest weight without it, for random unit-variance queries and keys."""
+    scaled, unscaled, top = {}, {}, {}
+    for d_k in D_KS:
+        g = torch.Generator().manual_seed(0)
+        q = torch.randn(N_SEQUENCES, N_TOKENS, d_k, generator=g)
+        k = torch.randn(N_SEQUENCES, N_TOKENS, d_k, generator=g)
+        raw = q @ k.transpose(-2, -1)                               # (64, 16, 16)
+        for table, s in ((scaled, raw / math.sqrt(d_k)), (unscaled, raw)):
+            w = s.softmax(-1)
+            table[d_k] = float(-torch.special.xlogy(w, w).sum(-1).mean())
+        top[d_k] = float(raw.softmax(-1).amax(-1).mean())
+    return scaled, unscaled, top
+
+
+def q4(entropy_scaled, entropy_unscaled, attention_entropy) -> None:
+    """Mean attention entropy over D_KS, with and without the 1/sqrt(d_k) scale."""
+    requires("q4", "q3", "attention_entropy", lambda: q3(attention_entropy))
+    for name, value in (("entropy_scaled", entropy_scaled), ("entropy_unscaled", entropy_unscaled)):
+        answered("q4", value, name)
+        if not isinstance(value, dict) or sorted(value) != D_KS:
+            keys = sorted(value) if isinstance(value, dict) else type(value).__name__
+            fail("q4", f"`{name}` should be a dict with the keys D_KS = {D_KS}; got {keys}")
+    scaled, unscaled, _ = saturation_run()
+    if all(abs(entropy_scaled[d] - unscaled[d]) < 0.05 and abs(entropy_unscaled[d] - scaled[d]) < 0.05 for d in D_KS):
+        fail("q4", "your two dicts are swapped: with the 1/sqrt(d_k) scale the entropy stays near "
+                   f"{scaled[D_KS[-1]]:.2f} nats for every d_k; without it, it falls")
+    for d_k in D_KS:
+        for name, got, expected in (("entropy_scaled", entropy_scaled[d_k], scaled[d_k]),
+                                    ("entropy_unscaled", entropy_unscaled[d_k], unscaled[d_k])):
+            measured("q4", got, expected, tolerance=0.05, name=f"{name}[{d_k}]",
+                     what=f"mean entropy in nats at d_k = {d_k}", mistakes=[
+                         ("entropy in bits (log2); measure it in nats", expected / math.log(2)),
+                     ], hint="follow the recipe: a fresh generator seeded 0 for each d_k, q drawn before k")
+    passed("q4", f"with the scale the entropy stays near {scaled[D_KS[-1]]:.2f} nats (ln {N_TOKENS} = "
+                 f"{math.log(N_TOKENS):.2f} is uniform); without it, it falls from {unscaled[D_KS[0]]:.2f} "
+                 f"to {unscaled[D_KS[-1]]:.2f} as d_k grows from {D_KS[0]} to {D_KS[-1]}")
+
+
+def q5(unscaled_at_256) -> None:
+    """What the unscaled softmax looks like at d_k = 256."""
+    _, unscaled, top = saturation_run()
+    choice("q5", unscaled_at_256, "nearly one-hot", name="unscaled_at_256", options=SATURATED_LOOKS, why_not={
+        "nearly uniform": f"uniform weights over {N_TOKENS} keys have entropy ln {N_TOKENS} = "
+                          f"{math.log(N_TOKENS):.2f} nats; the unscaled weights have {unscaled[256]:.2f}",
+        "the same as with scaling": "compare your two dicts at d_k = 256",
+    })
+    passed("q5", f"without the scale, at d_k = 256 each query puts on average {top[256]:.0%} of its weight on "
+                 "one key: the softmax saturates, and its gradient all but vanishes")
