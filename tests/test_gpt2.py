@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("transformers")
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from llmcourse.gpt2 import course_name, gpt2_config, load_gpt2, read_checkpoint  # noqa: E402
+from llmcourse.gpt2 import course_name, gpt2_config, load_gpt2, local_gpt2_folder, read_checkpoint  # noqa: E402
 from llmcourse.model import GPT, GPTConfig  # noqa: E402
 
 VOCAB, CONTEXT = 300, 32
@@ -177,3 +177,18 @@ def test_downloading_by_name_fails_clearly_offline(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     with pytest.raises(ValueError, match="could not be downloaded"):
         load_gpt2("gpt2")
+
+
+def test_local_gpt2_folder_is_found_without_the_network(saved, tmp_path, monkeypatch):
+    _, folder = saved
+    monkeypatch.setenv("LLMCOURSE_GPT2", str(folder))
+    assert local_gpt2_folder(files=("config.json", "model.safetensors")) == folder
+    assert local_gpt2_folder() is None  # no vocab.json / merges.txt there
+    monkeypatch.setenv("LLMCOURSE_GPT2", str(tmp_path / "nowhere"))
+    assert local_gpt2_folder() is None
+    monkeypatch.delenv("LLMCOURSE_GPT2")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    assert local_gpt2_folder() is None

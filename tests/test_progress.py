@@ -110,8 +110,10 @@ def test_table_shows_points_what_is_left_and_the_next_question(graded, folder):
     assert f"next: {half.unit}, " in table
     rows = {line.split()[0]: line for line in table.splitlines() if line[:2].isdigit()}
     total = sum(r.points for r in results), sum(r.max_points for r in results)
+    header = table.splitlines()[0].split()
     for unit in results:
         assert f"{unit.points:g}/{unit.max_points:g}" in rows[unit.unit]
+        assert {q.question for q in unit.questions} <= set(header)
         assert rows[unit.unit].endswith(", ".join(unit.left) or "-")
     assert f"{total[0]:g}/{total[1]:g}" in table
 
@@ -138,6 +140,6 @@ def test_chart_and_command_line(folder, tmp_path, capsys):
     assert progress.main(["--exercises", str(exercises), "--solutions", str(ROOT / "solutions"),
                           "--unit", UNTOUCHED, "--chart", str(chart)]) == 0
     out = capsys.readouterr().out
-    assert "not started: not run" in out and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "not started, so not run: 04" in out and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert progress.main(["--exercises", str(tmp_path / "nowhere")]) == 2
     assert "no exercises folder" in capsys.readouterr().err

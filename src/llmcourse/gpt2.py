@@ -29,6 +29,7 @@ unless asked to download.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -203,6 +204,23 @@ def load_gpt2(source="gpt2", *, device=None) -> GPT:
 def load_gpt2_tokenizer(source="gpt2") -> BPETokenizer:
     """GPT-2's tokenizer (vocab.json + merges.txt, from a folder or by name) as the course's BPETokenizer."""
     return load_gpt2_files(checkpoint_folder(source, TOKENIZER_FILES))
+
+
+def local_gpt2_folder(name: str = "gpt2", files: Sequence[str] = (CONFIG_FILE, WEIGHTS_FILE, *TOKENIZER_FILES)) -> Path | None:
+    """A folder on this machine holding GPT-2's files, found without the network; None if there is none.
+
+    Looks in $LLMCOURSE_GPT2 (a folder you copied the files into), then in Hugging Face's download
+    cache (where an earlier load_gpt2("gpt2") on a machine with network put them).
+    """
+    if os.environ.get("LLMCOURSE_GPT2"):
+        folder = Path(os.environ["LLMCOURSE_GPT2"])
+        return folder if all((folder / f).is_file() for f in files) else None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    cached = [try_to_load_from_cache(name, f) for f in files]   # a path, or a marker/None if not cached
+    return Path(cached[0]).parent if all(isinstance(path, str) for path in cached) else None
 
 
 def checkpoint_folder(source, files: Sequence[str]) -> Path:

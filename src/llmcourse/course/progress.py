@@ -162,9 +162,12 @@ def course_progress(exercises_dir: Path | str, solutions_dir: Path | str, only: 
     for path in exercise_notebooks(exercises_dir, only):
         progress = unit_progress(path, solutions_dir, limits, protect={"your exercises": exercises_dir})
         results.append(progress)
-        if report is not None:
-            ran = f"graded in {progress.seconds:.0f} s" if progress.graded else "not started: not run"
-            report(f"  {progress.unit:<26} {progress.points:g}/{progress.max_points:g}  ({ran})")
+        if report is not None and progress.graded:
+            report(f"graded {progress.unit}: {progress.points:g}/{progress.max_points:g} points "
+                   f"({progress.seconds:.0f} s)")
+    if report is not None:
+        skipped = [r.unit for r in results if not r.graded]
+        report(f"not started, so not run: {', '.join(skipped) if skipped else 'none'}")
     return results
 
 
@@ -188,15 +191,24 @@ def next_question(results: list[UnitProgress]) -> tuple[str, QuestionProgress] |
     return None
 
 
+def _number(question: str) -> tuple[int, str]:
+    """'q12' -> (12, 'q12'): questions in numeric order."""
+    digits = question[1:]
+    return (int(digits) if digits.isdigit() else 10**6, question)
+
+
 def progress_table(results: list[UnitProgress]) -> str:
-    """The table as text: one row per unit, one column per question, then the totals.
+    """The table as text: one row per unit, one column per question id, then the totals.
 
     2/2 earned · 0/3✗ tried, failing · -/2 not started · ✎2 written, graded by hand (-/2✎ not yet)
     """
-    width = max((len(u.questions) for u in results), default=0)
-    header = ["unit"] + [f"q{i + 1}" for i in range(width)] + ["points", "left"]
-    rows = [[u.unit] + [_cell(q) for q in u.questions] + [""] * (width - len(u.questions))
-            + [f"{u.points:g}/{u.max_points:g}", ", ".join(u.left) or "-"] for u in results]
+    columns = sorted({q.question for u in results for q in u.questions}, key=_number)
+    width = len(columns)
+    header = ["unit"] + columns + ["points", "left"]
+    rows = []
+    for u in results:
+        cells = {column: " ".join(_cell(q) for q in u.questions if q.question == column) for column in columns}
+        rows.append([u.unit] + [cells[c] for c in columns] + [f"{u.points:g}/{u.max_points:g}", ", ".join(u.left) or "-"])
     total, most = sum(u.points for u in results), sum(u.max_points for u in results)
     rows.append(["all units"] + [""] * width + [f"{total:g}/{most:g}", ""])
     widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
@@ -210,7 +222,8 @@ def progress_table(results: list[UnitProgress]) -> str:
     else:
         unit, q = upcoming
         title = q.title if q.title.startswith(q.question) else f"{q.question} · {q.title}"
-        lines.append(f"next: {unit}, {title} ({q.max_points:g} point{'s' * (q.max_points != 1)})")
+        worth = "" if "point" in title else f" ({q.max_points:g} point{'s' * (q.max_points != 1)})"
+        lines.append(f"next: {unit}, {title}{worth}")
     for unit in results:
         for problem in unit.problems:
             lines.append(f"note ({unit.unit}): {problem}")
