@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from llmcourse.train import TrainingHistory, get_batch
+from llmcourse.train import TrainConfig, TrainingHistory, get_batch, make_optimizer, optimizer_step
 from llmcourse.validate import check_int, check_number
 
 
@@ -134,8 +134,9 @@ def distill(student, batches, *, steps: int, temperature: float = 2.0, alpha: fl
         raise ValueError("batches must be a non-empty list of (x, y, teacher_logits); see teacher_batches")
     if alpha > 0 and batches[0][2] is None:
         raise ValueError("alpha > 0 needs the teacher's logits; build the batches with teacher_batches(teacher, ...)")
-    optimizer = torch.optim.AdamW(student.parameters(), lr=learning_rate, weight_decay=0.0)
     device = next(student.parameters()).device
+    optimizer = make_optimizer(student, TrainConfig(learning_rate=learning_rate, min_lr=learning_rate,
+                                                    weight_decay=0.0, beta2=0.999), device)
     student.train()
     history = TrainingHistory()
     for step in range(steps):
@@ -145,10 +146,7 @@ def distill(student, batches, *, steps: int, temperature: float = 2.0, alpha: fl
             teacher_logits = logits.detach()                              # unused when alpha = 0
         loss = distillation_loss(logits, teacher_logits.to(device), y.to(device),
                                  temperature=temperature, alpha=alpha)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(student, optimizer, loss, grad_clip=1.0)
         history.step.append(step)
         history.train_loss.append(loss.item())
         if progress is not None:

@@ -18,7 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from llmcourse.train import TrainingHistory
+from llmcourse.model import eval_mode
+from llmcourse.train import TrainConfig, TrainingHistory, make_optimizer, optimizer_step
 
 
 
@@ -214,23 +215,21 @@ def train_lm(model: TinyLM, train_tokens: torch.Tensor, val_tokens: torch.Tensor
     n = model.n_context
     val_x, val_y = context_windows(val_tokens, n, torch.randint(len(val_tokens) - n, (2048,),
                                                               generator=torch.Generator().manual_seed(1234)))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    optimizer = make_optimizer(model, TrainConfig(learning_rate=lr, min_lr=lr, weight_decay=0.0, beta2=0.999),
+                               next(model.parameters()).device)
     history = TrainingHistory()
+    model.train()
     for step in tqdm(range(steps + 1), desc=desc, leave=False, mininterval=1.0):
         if step % eval_every == 0 or step == steps:
-            model.eval()
-            with torch.no_grad():
+            with torch.no_grad(), eval_mode(model):
                 history.val_loss.append(F.cross_entropy(model(val_x), val_y).item())
             history.val_step.append(step)
-            model.train()
         if step == steps:
             break
         x, y = context_windows(train_tokens, n, torch.randint(len(train_tokens) - n, (batch_size,), generator=g))
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(model(x), y)                 # the next-token loss, what the history records
         aux = model.ffn.aux_loss if isinstance(model.ffn, MoE) else torch.tensor(0.0)
-        opt.zero_grad(set_to_none=True)
-        (loss + aux_weight * aux).backward()
-        opt.step()
+        optimizer_step(model, optimizer, loss + aux_weight * aux, grad_clip=0.0)
         history.step.append(step)
         history.train_loss.append(loss.item())
     return history

@@ -153,12 +153,17 @@ def sequential_loss(model, tokens: torch.Tensor, batch_size: int = 64) -> float:
 def train_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, grad_clip: float = 1.0) -> float:
     """One optimizer step on the batch (x, y); returns the batch's loss."""
     _, loss = model(x, y)
+    optimizer_step(model, optimizer, loss, grad_clip)
+    return loss.item()                          # waits for the step to finish (on a GPU)
+
+
+def optimizer_step(model, optimizer, loss: torch.Tensor, grad_clip: float = 1.0) -> None:
+    """Gradients of `loss`, clipped to norm grad_clip (0 = no clipping), then one optimizer step."""
     loss.backward()                             # under DDP: gradients averaged over the processes
     if grad_clip > 0:                           # one huge gradient must not wreck the weights
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)       # free the gradients instead of zero-filling them
-    return loss.item()                          # waits for the step to finish (on a GPU)
 
 
 def make_optimizer(model, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
