@@ -167,7 +167,7 @@ def course_progress(exercises_dir: Path | str, solutions_dir: Path | str, only: 
                    f"({progress.seconds:.0f} s)")
     if report is not None:
         skipped = [r.unit for r in results if not r.graded]
-        report(f"not started, so not run: {', '.join(skipped) if skipped else 'none'}")
+        report(f"not started, so not run: {', '.join(name[:2] for name in skipped) if skipped else 'none'}")
     return results
 
 
