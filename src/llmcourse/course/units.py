@@ -43,11 +43,11 @@ class Unit:
 UNITS: tuple[Unit, ...] = (
     Unit("00", "start_here", "Start here", "start_here", ("runtime", "plots", "data")),
     Unit("01", "language_models", "Language models", "language_models", ("ngram", "data")),
-    Unit("02", "tokens", "Tokens", "tokens", ("tokenizers",)),
+    Unit("02", "tokens", "Tokens", "tokens", ("tokenizers", "unigram")),
     Unit("03", "embeddings", "Embeddings", "embeddings", ("embeddings",)),
     Unit("04", "attention", "Attention", "attention", ("attention",)),
     Unit("05", "multi_head_attention", "Multi-head attention", "multi_head_attention", ("multihead",)),
-    Unit("06", "transformer", "The transformer", "transformer", ("model", "train", "checkpoints")),
+    Unit("06", "transformer", "The transformer", "transformer", ("model", "train", "checkpoints", "gpt2")),
     Unit("07", "parameters", "The parameters", "parameters", ("model",)),
     Unit("08", "training", "Training hyperparameters", "training", ("optim", "train")),
     Unit("09", "sweet_spot", "Finding the sweet spot", "sweet_spot", ("search",)),
@@ -58,6 +58,9 @@ UNITS: tuple[Unit, ...] = (
     Unit("14", "alignment", "Post-training and alignment", "alignment", ("alignment",)),
     Unit("15", "limits", "Understanding and limits", "limits", ("interpret",)),
 )
+
+# Library modules that serve every unit and teach none of them.
+SHARED_MODULES: tuple[str, ...] = ("validate",)
 
 
 def unit(name: str) -> Unit:
