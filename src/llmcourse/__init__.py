@@ -2,12 +2,14 @@
 
 The library mirrors the course, one module per concept, in the order the units teach them:
 `data` (a real corpus and a synthetic source with a known entropy rate), `ngram` (counting
-language models), `tokenizers`, `embeddings`, `attention`, `multihead`, `model` (a GPT and its
-counts), `train`, `checkpoints`, `optim`, `search` (hyperparameter search and scaling laws),
-`sampling` (scores to a next-token distribution), `generation` (decoding with a KV cache),
-`widgets` (the temperature lab), `context`, `moe`, `distill`, `alignment` and `interpret`;
-`runtime` (seeds, device, threads) and `plots` (one visual style) serve them all, and `checks`
-holds the exercises' instant feedback, one module per unit.
+language models), `tokenizers` and `unigram`, `embeddings`, `attention`, `multihead`, `model` (a
+GPT and its counts), `gpt2` (GPT-2's weights in that GPT), `train`, `checkpoints`, `optim`,
+`search` (hyperparameter search and scaling laws), `sampling` (scores to a next-token
+distribution), `generation` (decoding with a KV cache), `widgets` (the temperature lab),
+`context`, `moe`, `distill`, `alignment` and `interpret`; `runtime` (seeds, device, threads),
+`plots` (one visual style) and `validate` (argument checks) serve them all, and `checks` holds
+the exercises' instant feedback, one module per unit. `llmcourse.course.units` says which unit
+teaches which module.
 
 The course's tooling (the exercise generator, the slide builder, the notebook executor, the
 grader and the unit table) lives apart, in `llmcourse.course`; its commands run as
