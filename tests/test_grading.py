@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -73,6 +74,32 @@ def test_a_forged_wrapper_is_refused():
         wire.from_safe({wire.TAG: "ndarray", "data": "not a tensor"})
     with pytest.raises(wire.WireError, match="not numeric"):
         wire.from_safe({wire.TAG: "npscalar", "dtype": "<U3", "value": 1})
+
+
+def test_wrappers_are_checked_not_trusted():
+    """Plain data that wears the wire's tags with other contents is refused with a WireError, whatever
+    NumPy or torch would raise on it (a student can send any bytes)."""
+    forged = [{wire.TAG: "ndarray", "data": torch.nn.Parameter(torch.ones(3))},
+              {wire.TAG: "ndarray", "data": torch.ones(2, dtype=torch.bfloat16)},
+              {wire.TAG: "npscalar", "dtype": "<i8", "value": 10**30},
+              {wire.TAG: "npscalar", "dtype": "<i8" * 10, "value": 1},
+              {wire.TAG: "set", "items": [[1, 2]]}, {wire.TAG: "set", "items": "abc"}, {wire.TAG: 5}]
+    for value in forged:
+        with pytest.raises(wire.WireError):
+            wire.decode(_torch_saved(value))
+    with pytest.raises(wire.Unsupported, match="wire tag"):  # the worker never sends a student's tagged dict
+        wire.to_safe({wire.TAG: "set", "items": []})
+
+
+def test_a_payload_that_is_not_plain_is_refused_without_torchs_advice(tmp_path):
+    with pytest.raises(wire.WireError) as refused:
+        wire.decode(_torch_saved(Evil(tmp_path / "pwned")))
+    assert "weights_only" not in str(refused.value) and "not a plain value" in str(refused.value)
+
+
+def test_the_structure_of_a_message_is_capped_before_it_is_read():
+    with pytest.raises(wire.WireError, match="over the limit"):
+        wire.decode(_torch_saved(list(range(wire.MAX_STRUCTURE // 4))))
 
 
 def test_oversized_messages_are_not_read():
@@ -196,3 +223,22 @@ def test_the_command_refuses_results_inside_the_submissions(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--unit", "00", str(tmp_path / "subs"), "--out", str(tmp_path / "subs" / "results")])
     assert "must not be inside the submissions" in capsys.readouterr().err
+
+
+def test_the_command_grades_a_real_unit(tmp_path):
+    """The command instructors use, on the course's unit 01 (whatever its questions are today): its
+    solutions notebook, submitted as it is, earns every automatic point; the handed-out exercise none."""
+    unit = load_unit(find_solution("01_language_models", ROOT / "solutions"))
+    subs = tmp_path / "submissions"
+    subs.mkdir()
+    shutil.copy(unit.path, subs / "solved.ipynb")
+    shutil.copy(ROOT / "exercises" / unit.path.name, subs / "handout.ipynb")
+    code = main(["--unit", "01_language_models", str(subs), "--out", str(tmp_path / "results"),
+                 "--cell-timeout", "60", "--total-timeout", "300"])
+    rows = {r["student"]: r for r in csv.DictReader((tmp_path / "results" / "grades.csv").open())}
+    reports = {s: (tmp_path / "results" / s / "report.txt").read_text() for s in rows}
+    assert code == 0
+    assert float(rows["solved"]["total"]) == unit.max_points, reports["solved"]
+    assert float(rows["handout"]["total"]) == 0, reports["handout"]
+    for question in unit.manual:  # graded by hand: listed, never scored automatically
+        assert f"graded by hand: {question.points:g} points" in reports["solved"]

@@ -1,9 +1,10 @@
 """Our notebooks work in nbgrader as they are, and nbgrader's scores agree with ours.
 
 A temporary nbgrader course (its own nbgrader_config.py and SQLite gradebook, no network):
-generate_assignment from solutions/00_start_here.ipynb unchanged, two students submit the
-released notebook (one solved, one half-solved), nbgrader autogrades them; our grader grades the
-same two notebooks; every question's score must be the same.
+generate_assignment from a solutions notebook in our format, unchanged (the grader's fixture unit:
+tested questions, hidden tests, and an answer graded by hand), two students submit the released
+notebook (one solved, one half-solved), nbgrader autogrades them; our grader grades the same two
+notebooks; every tested question's score must be the same.
 """
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ from llmcourse.course.grading.mock import Submission
 pytest.importorskip("nbgrader")
 
 ROOT = Path(__file__).resolve().parents[1]
-UNIT = "00_start_here"
-ASSIGNMENT = "ps00"
-STUDENTS = {"solved": ("q1", "q2", "q3", "q4"), "half": ("q1", "q3")}
+SOLUTION = ROOT / "tests" / "fixtures" / "grading" / "solutions" / "90_fixture.ipynb"
+UNIT = SOLUTION.stem
+ASSIGNMENT = "ps90"
+STUDENTS = {"solved": ("q1", "q2", "q3", "q4", "q5"), "half": ("q1", "q3")}
 
 
 # nbgrader runs `alembic` from PATH: the environment's scripts folder must be on it
@@ -50,7 +52,7 @@ def graded(tmp_path_factory):
         "c.ExecutePreprocessor.timeout = 120\n" % (course, course / "gradebook.db"))
     source = course / "source" / ASSIGNMENT
     source.mkdir(parents=True)
-    shutil.copy(ROOT / "solutions" / f"{UNIT}.ipynb", source)
+    shutil.copy(SOLUTION, source)
     nbgrader(course, "generate_assignment", ASSIGNMENT, "--create", "--force")
     released = course / "release" / ASSIGNMENT / f"{UNIT}.ipynb"
     assert "BEGIN SOLUTION" not in released.read_text() and "HIDDEN TESTS" not in released.read_text()
@@ -58,7 +60,7 @@ def graded(tmp_path_factory):
     ours = course / "ours"
     for student, questions in STUDENTS.items():
         submission = Submission(nbformat.read(released, as_version=4),
-                                nbformat.read(ROOT / "solutions" / f"{UNIT}.ipynb", as_version=4)).solve(*questions)
+                                nbformat.read(SOLUTION, as_version=4)).solve(*questions)
         submission.save(course / "submitted" / student / ASSIGNMENT / f"{UNIT}.ipynb")
         submission.save(ours / f"{student}.ipynb")
         nbgrader(course, "db", "student", "add", student)
@@ -72,7 +74,7 @@ def graded(tmp_path_factory):
             for student in STUDENTS:
                 notebook = gradebook.find_submission_notebook(UNIT, ASSIGNMENT, student)
                 theirs[student] = {g.name: g.score for g in notebook.grades}
-                theirs[student]["total"] = notebook.score
+                theirs[student]["total"] = sum(g.score for g in notebook.grades if g.auto_score is not None)
 
     unit = load_unit(course / "source" / ASSIGNMENT / f"{UNIT}.ipynb")
     results = grade_batch(unit, ours, course / "results", Limits(cell_s=20, total_s=120))
@@ -82,8 +84,8 @@ def graded(tmp_path_factory):
 
 def test_nbgrader_autogrades_our_notebook_as_it_is(graded):
     theirs, _, unit = graded
-    assert theirs["solved"]["total"] == unit.max_points == 6
-    assert 0 < theirs["half"]["total"] < 6
+    assert theirs["solved"]["total"] == unit.max_points
+    assert 0 < theirs["half"]["total"] < unit.max_points
 
 
 @pytest.mark.parametrize("student", sorted(STUDENTS))
@@ -91,4 +93,5 @@ def test_scores_agree_with_nbgrader(graded, student):
     theirs, mine, unit = graded
     for test in unit.tests:
         assert mine[student][test.grade_id] == theirs[student][test.grade_id], (student, test.grade_id)
-    assert mine[student]["total"] == theirs[student]["total"] == {"solved": 6, "half": 3}[student]
+    points = {t.question: t.points for t in unit.tests}
+    assert mine[student]["total"] == theirs[student]["total"] == sum(points.get(q, 0) for q in STUDENTS[student])

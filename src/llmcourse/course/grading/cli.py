@@ -46,7 +46,7 @@ def _loaded_course_modules() -> dict[str, Path]:
     return found
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llmcourse grade", description="\n\n".join(__doc__.split("\n\n")[1:]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("submissions", type=Path, help="a notebook, or a folder of notebooks or of student folders")
@@ -56,16 +56,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cell-timeout", type=float, default=30.0, metavar="S",
                         help="seconds for one cell, or one call of a student's function by a check (default 30)")
     parser.add_argument("--total-timeout", type=float, default=300.0, metavar="S",
-                        help="seconds for a whole submission, restarts included (default 300)")
+                        help="seconds of the student's code for a whole submission, restarts included (default 300)")
+    parser.add_argument("--grader-timeout", type=float, default=120.0, metavar="S",
+                        help="CPU seconds the grader itself may spend on one submission's answers (default 120)")
     parser.add_argument("--memory", type=_bytes, default=_bytes("4G"), metavar="SIZE",
                         help="address-space limit of a submission's process (default 4G; torch alone maps ~0.7G)")
     parser.add_argument("--no-landlock", action="store_true",
                         help="do not use Landlock even where the kernel has it (not recommended)")
     parser.add_argument("--require-landlock", action="store_true",
                         help="refuse to grade where the kernel has no Landlock")
-    args = parser.parse_args(argv)
+    parser.add_argument("--unsafe-unconfined", action="store_true",
+                        help="grade even where the student's code cannot be confined (not root and no Landlock, "
+                             "or root without namespaces); every report and grades.csv record it")
+    return parser
 
-    if args.cell_timeout <= 0 or args.total_timeout <= 0:
+
+def _sandbox_note(result: SubmissionResult) -> str:
+    """What the first worker actually ran in (printed once: it holds for the whole batch)."""
+    if result.unsafe:
+        return f"WARNING: UNSAFE: {result.unsafe}; student code can read and write what the grader can"
+    return f"sandbox: {result.sandbox}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.cell_timeout <= 0 or args.total_timeout <= 0 or args.grader_timeout <= 0:
         parser.error("time limits must be positive")
     if not args.submissions.exists():
         parser.error(f"{args.submissions}: no such notebook or folder")
@@ -79,26 +95,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     landlock = False if args.no_landlock else ("required" if args.require_landlock else True)
-    if landlock and sandbox.landlock_abi() == 0:
-        if landlock == "required":
-            print("error: --require-landlock, but this kernel has no Landlock", file=sys.stderr)
-            return 2
-        print("note: this kernel has no Landlock; "
-              + ("the worker runs as user nobody, so it cannot write outside its folder."
-                 if os.geteuid() == 0 else "NOT running as root, so student code can read and write what you "
-                 "can: grade as root (in a container) or on Linux 5.13+; changed files are still reported."),
-              file=sys.stderr)
-    limits = sandbox.Limits(cell_s=args.cell_timeout, total_s=args.total_timeout, memory_bytes=args.memory)
-    print(f"grading {unit.name} ({len(unit.tests)} questions, {unit.max_points:g} points) into {out}")
+    if landlock == "required" and sandbox.landlock_abi() == 0:
+        print("error: --require-landlock, but this kernel has no Landlock", file=sys.stderr)
+        return 2
+    limits = sandbox.Limits(cell_s=args.cell_timeout, total_s=args.total_timeout, memory_bytes=args.memory,
+                            grader_s=args.grader_timeout)
+    manual = f"; {unit.manual_points:g} more points graded by hand" if unit.manual else ""
+    print(f"grading {unit.name} ({len(unit.tests)} tests, {unit.max_points:g} automatic points{manual}) into {out}")
+    noted = []
 
     def progress(result: SubmissionResult) -> None:
+        if not noted and result.sandbox != "not started":
+            noted.append(result)
+            print(_sandbox_note(result), file=sys.stderr if result.unsafe else sys.stdout)
         flags = (" TAMPERING" if result.tampering else "") + (f" ({len(result.problems)} problem(s))"
                                                                if result.problems else "")
         print(f"  {result.student:<24} {result.score:g}/{result.max_score:g}  {result.seconds:5.1f} s{flags}",
               flush=True)
 
-    results = grade_batch(unit, args.submissions, out, limits, landlock=landlock, progress=progress,
-                          protect=_loaded_course_modules())
+    try:
+        results = grade_batch(unit, args.submissions, out, limits, landlock=landlock, progress=progress,
+                              protect=_loaded_course_modules(), unconfined=args.unsafe_unconfined)
+    except sandbox.ConfinementError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {out / 'grades.csv'} and {len(results)} student folder(s) (results.json, report.txt)")
     tampered = [r.student for r in results if r.tampering]
     if tampered:

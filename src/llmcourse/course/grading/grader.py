@@ -22,8 +22,11 @@ import builtins
 import contextlib
 import io
 import os
+import resource
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -31,10 +34,10 @@ from typing import Any, Callable
 import nbformat
 
 from llmcourse.course.grading import report, sandbox
-from llmcourse.course.grading.errors import GradingError, quote, student_traceback
+from llmcourse.course.grading.errors import GraderTimeout, GradingError, quote, student_traceback
 from llmcourse.course.grading.proxies import lookup
 from llmcourse.course.grading.results import ManualResult, QuestionResult, SubmissionResult
-from llmcourse.course.grading.sandbox import Limits
+from llmcourse.course.grading.sandbox import ConfinementError, Limits
 from llmcourse.course.grading.session import MAX_RESTARTS, Launcher, Session
 from llmcourse.course.grading.submissions import (MAX_NOTEBOOK_BYTES, copy_submission, find_submissions,
                                                   locate_notebook, parse_notebook, read_regular)
@@ -138,6 +141,8 @@ def run_test(unit: Unit, test: Test, session: Session) -> QuestionResult:
     result = QuestionResult(test.question, test.grade_id, test.title, 0.0, test.points, False)
     try:
         namespace, missing = _test_namespace(unit, test, session)
+    except GraderTimeout:
+        raise
     except GradingError as exc:
         result.message = f"{test.question}: could not look up your answer: {exc}"
         return result
@@ -146,6 +151,8 @@ def run_test(unit: Unit, test: Test, session: Session) -> QuestionResult:
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
             exec(compile(python_source(test.source), f"<test {test.grade_id}>", "exec"), namespace)
         result.passed, result.points = True, test.points
+    except (GraderTimeout, ConfinementError):
+        raise
     except BaseException as exc:  # whatever the test cell raised fails this question only
         result.message = _with_student_traceback(_failure_message(test, exc, missing), exc)
     result.output = output.getvalue()[-4000:]
@@ -153,6 +160,34 @@ def run_test(unit: Unit, test: Test, session: Session) -> QuestionResult:
 
 
 # --- one submission --------------------------------------------------------------------------------------
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@contextlib.contextmanager
+def grader_clock(result: SubmissionResult, limits: Limits):
+    """Count the grader's own CPU time on a submission (decoding its answers, the checks) into
+    result.grader_seconds, and stop it with GraderTimeout past limits.grader_s. Waiting for the
+    worker uses no CPU, so it is not counted here: it is the student's time."""
+    start = _cpu_seconds()
+    armed = threading.current_thread() is threading.main_thread()  # signals reach the main thread only
+
+    def over(signum, frame) -> None:
+        raise GraderTimeout(f"the grader's own work on this notebook's answers took more than "
+                            f"{limits.grader_s:g} s of CPU time (an answer built to be slow to read or compare?)")
+    if armed:
+        previous = signal.signal(signal.SIGPROF, over)
+        signal.setitimer(signal.ITIMER_PROF, limits.grader_s)
+    try:
+        yield
+    finally:
+        if armed:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            signal.signal(signal.SIGPROF, previous)
+        result.grader_seconds += _cpu_seconds() - start
+
 
 def _not_graded(unit: Unit, why: str) -> list[QuestionResult]:
     return [QuestionResult(t.question, t.grade_id, t.title, 0.0, t.points, False, message=f"{t.question}: not graded: {why}")
@@ -222,21 +257,42 @@ def _finish_session(session: Session, result: SubmissionResult) -> None:
     if session.restarts > 1:
         result.problems.append(f"the notebook's process was restarted {session.restarts - 1} time(s); "
                                "cells that had run were run again")
-    result.sandbox = session.sandbox
+    if session.dropped:
+        result.problems.append(f"the notebook printed {session.dropped / 2**20:.1f} MB more than the "
+                               f"{session.limits.output_bytes / 2**20:g} MB of output kept; the rest was dropped "
+                               "(this costs no points)")
+    result.sandbox, result.unsafe = session.sandbox, session.unsafe
 
 
 def _grade_in_worker(unit: Unit, result: SubmissionResult, submission: tuple[Path, Path, bytes],
-                     nb: nbformat.NotebookNode, limits: Limits, landlock: str | bool, launcher: Launcher) -> None:
-    """Run the plan of one readable submission in a fresh worker, in a scratch folder that is removed after."""
+                     nb: nbformat.NotebookNode, session: Session) -> None:
+    """Run the plan of one readable submission in its worker. Whatever fails costs this submission only."""
     steps, answers = plan(unit, nb)
+    why = "grading of this notebook stopped (see the problems below)"
+    try:
+        result.problems += [f"not copied: {note}" for note in copy_submission(*submission, session.scratch / "submission")]
+        _give_to_worker(session.scratch)
+        with grader_clock(result, session.limits):
+            _run_steps(unit, steps, answers, session, result)
+    except ConfinementError:
+        raise
+    except GraderTimeout as exc:
+        result.problems.append(str(exc))
+        why = "the grader's time limit for this notebook was used up"
+    except Exception as exc:
+        result.problems.append(f"grading stopped: the grader failed on this notebook "
+                               f"({type(exc).__name__}: {quote(str(exc), 300)})")
+    _complete(unit, result, why)
+
+
+def _in_session(unit: Unit, result: SubmissionResult, submission: tuple[Path, Path, bytes],
+                nb: nbformat.NotebookNode, launcher: Launcher, options: dict) -> None:
+    """A worker session in a scratch folder for one submission; both are gone afterwards."""
     scratch = make_scratch()
     log = open(scratch.parent / f"{scratch.name}.log", "w+b")
-    session = Session(launcher, scratch, limits, log, landlock=landlock)
+    session = Session(launcher, scratch, log=log, **options)
     try:
-        result.problems += [f"not copied: {note}" for note in copy_submission(*submission, scratch / "submission")]
-        _give_to_worker(scratch)
-        _run_steps(unit, steps, answers, session, result)
-        _complete(unit, result, "grading of this notebook stopped (see the problems below)")
+        _grade_in_worker(unit, result, submission, nb, session)
     finally:
         _finish_session(session, result)
         log.close()
@@ -254,15 +310,19 @@ def _read(unit: Unit, path: Path) -> tuple[tuple[Path, Path, bytes], nbformat.No
 
 def grade_submission(unit: Unit, student: str, path: Path | str, limits: Limits = Limits(),
                      landlock: str | bool = True, protected: dict[str, Path] | None = None,
-                     launcher: Launcher | None = None) -> SubmissionResult:
+                     launcher: Launcher | None = None, hide: list[Path] | None = None,
+                     unconfined: bool = False) -> SubmissionResult:
     """Grade one submission (a notebook, or a folder holding it). Never raises for anything the student did.
 
     protected: {label: folder} hashed before and after; a change is reported as tampering.
     launcher: the zygote to fork workers from (grade_batch shares one; else one is made and closed).
+    hide: folders the worker must not see (default: the solutions folder).
+    unconfined: grade even where the worker cannot be confined (recorded in the result); otherwise
+    that raises sandbox.ConfinementError, the one error this function raises.
     """
     if launcher is None:
         with contextlib.closing(Launcher()) as own:
-            return grade_submission(unit, student, path, limits, landlock, protected, own)
+            return grade_submission(unit, student, path, limits, landlock, protected, own, hide, unconfined)
     path, start = Path(path), time.monotonic()
     result = SubmissionResult(student, unit.name, str(path))
     before = {label: sandbox.tree_hash(p) for label, p in (protected or {}).items()}
@@ -273,7 +333,9 @@ def grade_submission(unit: Unit, student: str, path: Path | str, limits: Limits 
         result.questions = _not_graded(unit, "the notebook could not be read")
     else:
         result.manual = manual_answers(unit, nb)
-        _grade_in_worker(unit, result, submission, nb, limits, landlock, launcher)
+        options = {"limits": limits, "landlock": landlock, "unconfined": unconfined,
+                   "hide": [unit.path.parent] if hide is None else hide}
+        _in_session(unit, result, submission, nb, launcher, options)
     for label, p in (protected or {}).items():
         result.tampering += [f"{label}: {c}" for c in sandbox.describe_changes(before[label], sandbox.tree_hash(p))]
     result.seconds = time.monotonic() - start
@@ -284,19 +346,27 @@ def grade_submission(unit: Unit, student: str, path: Path | str, limits: Limits 
 
 def grade_batch(unit: Unit, submissions: Path | str, out: Path | str, limits: Limits = Limits(),
                 landlock: str | bool = True, protect: dict[str, Path] | None = None,
-                progress: Callable[[SubmissionResult], None] | None = None) -> list[SubmissionResult]:
+                progress: Callable[[SubmissionResult], None] | None = None,
+                unconfined: bool = False) -> list[SubmissionResult]:
     """Grade every submission in turn and write the results; one student's disaster never stops the batch.
 
     The solutions folder, the results folder and the submissions are always protected (hashed before
-    and after each submission); `protect` adds more ({label: path}).
+    and after each submission) and hidden from the worker; `protect` adds more ({label: path}).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     protected = {"solutions": unit.path.parent, "results": out, "submissions": Path(submissions), **(protect or {})}
+    hide = [unit.path.parent, out, Path(submissions)]
     results = []
     with contextlib.closing(Launcher()) as launcher:
         for student, path in find_submissions(submissions):
-            result = grade_submission(unit, student, path, limits, landlock, protected, launcher)
+            try:
+                result = grade_submission(unit, student, path, limits, landlock, protected, launcher, hide, unconfined)
+            except ConfinementError:
+                raise
+            except Exception as exc:  # a failure of the grader itself on this submission: this one only
+                result = SubmissionResult(student, unit.name, str(path), questions=_not_graded(unit, "grading failed"),
+                                          problems=[f"grading failed: {type(exc).__name__}: {quote(str(exc), 300)}"])
             results.append(result)
             report.write_student(out, result)
             if progress:

@@ -1,23 +1,26 @@
-"""What keeps a student's code in its box: limits, a separate user, Landlock, a hard kill, hashes.
+"""What keeps a student's code in its box: limits, a separate user, namespaces, Landlock, a hard kill, hashes.
 
 Layers, each on its own enough for some attacks and together enough for the ones we test:
 
 1. A process of its own, in a session (and process group) of its own, with resource limits set in
    the child before it runs anything: address space (memory), CPU seconds, file size, core dumps.
-2. As root (CI), the worker drops to the user and group `nobody` (65534) with no supplementary
-   groups; its scratch folder is the only folder it owns, so it cannot write to the course, the
-   submissions or the results. Where user nobody cannot run this Python (it is installed under
-   /root, say), the worker stays uid 0 but without any capability (and so cannot load kernel
-   modules, mount, or read and write other users' files); Landlock then keeps it in its folder.
-   As root, the worker also enters a network namespace of its own: no TCP, UDP or raw socket
-   reaches anything.
+2. As root, the worker always runs as the user and group `nobody` (65534) with no supplementary
+   groups, in namespaces of its own: a PID namespace (when it ends, the kernel kills every process
+   it started, whatever they did), a network namespace (no TCP, UDP or raw socket reaches
+   anything) and a mount namespace in which the folders the grader names (solutions, results,
+   submissions) are empty, and Python and its packages are visible to `nobody` even where they
+   live in a folder only root may enter (Python installed under /root): a tmpfs over that folder
+   shows only what the worker needs. If that cannot be done, the grader refuses to grade unless
+   the instructor allows an unconfined worker (`--unsafe-unconfined`), which every report records.
 3. Where the kernel has Landlock (Linux 5.13+; no privileges needed), the worker restricts itself
    before it runs student code: it may read only the Python installation and the course package,
    write only in its scratch folder, open no TCP connection, and (Landlock ABI 6+, Linux 6.12)
    send no signal to a process outside its sandbox. It cannot read `solutions/` (hidden tests).
-4. At the end, SIGKILL to the whole process group, then a sweep of /proc for anything that left
-   the group (its own session), and for anything that escaped by double-forking (the workers'
-   parent, the zygote, is a child subreaper: orphans become its children).
+   Not root: Landlock is the confinement; without it the grader refuses unless allowed as above.
+4. At the end, SIGKILL to the worker: in its own PID namespace that ends everything in it. Without
+   one (not root), every process of its session or group, and every descendant (the workers'
+   parent, the zygote, is a child subreaper: orphans become its children), is stopped first, so
+   none can fork again, then killed, in a loop that ends only when none is left.
 5. The grader hashes the protected folders (solutions, results, submissions, the llmcourse package)
    before and after each submission and reports any change as tampering.
 """
@@ -35,7 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 NOBODY = 65534
+CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 4096, 16384, 1 << 18
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -48,6 +54,12 @@ class Limits:
     memory_bytes: int = 4 * 2**30  # address space of the worker (RLIMIT_AS); torch alone maps ~0.7 GB
     file_bytes: int = 64 * 2**20   # the largest file the worker may write (RLIMIT_FSIZE)
     processes: int = 256          # RLIMIT_NPROC when the worker runs as its own user (threads count)
+    grader_s: float = 120.0       # CPU seconds the grader itself may spend on one submission's answers
+    output_bytes: int = 16 * 2**20  # what the worker's prints may fill; the rest is dropped and counted
+
+
+class ConfinementError(Exception):
+    """The worker could not be confined on this machine, and the instructor did not allow that."""
 
 
 # --- in the child, between fork and exec ------------------------------------------------------------
@@ -88,6 +100,137 @@ def drop_capabilities() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
 
 
+def worker_identity(unconfined: bool = False) -> str:
+    """Who the worker runs as: "self" when the grader is not root; as root "nobody", or, only when the
+    instructor allowed an unconfined worker, "no-capabilities" (uid 0 without any capability)."""
+    if os.geteuid() != 0:
+        return "self"
+    return "no-capabilities" if unconfined else "nobody"
+
+
+# --- namespaces (called by the zygote and the worker as root, before any student code) ----------------
+
+def _libc():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    return libc
+
+
+def unshare(flags: int) -> None:
+    """unshare(2): OSError if the kernel refuses."""
+    if _libc().unshare(flags) != 0:
+        raise OSError(ctypes.get_errno(), f"unshare({flags:#x}) failed")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    """mount(2): OSError naming the target if the kernel refuses."""
+    encode = lambda text: text.encode() if text is not None else None  # noqa: E731
+    if _libc().mount(encode(source), encode(target), encode(fstype), flags, encode(data)) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"mount on {target} failed: {os.strerror(errno)}")
+
+
+def nobody_can_enter(path: str) -> bool:
+    """Whether user nobody (no groups) may search the folder `path`, by its permission bits."""
+    info = os.stat(path)
+    if info.st_uid == NOBODY:
+        return bool(info.st_mode & 0o100)
+    if info.st_gid == NOBODY:
+        return bool(info.st_mode & 0o010)
+    return bool(info.st_mode & 0o001)
+
+
+def _first_closed_folder(path: str) -> tuple[str, str] | None:
+    """(folder, child) for the outermost folder on `path` that nobody may not enter, and the next
+    component below it; None if nobody may reach `path`."""
+    parts = Path(path).parts
+    for depth in range(1, len(parts)):
+        folder = str(Path(*parts[:depth]))
+        if not nobody_can_enter(folder):
+            return folder, parts[depth]
+    return None
+
+
+def open_to_nobody(paths: list[str]) -> list[str]:
+    """In a mount namespace of our own (as root): make each path reachable by user nobody. Each
+    folder on the way that nobody may not enter (/root, say) is covered by a tmpfs that holds only
+    the entries on the way (bind mounts of the real ones); everything else in it disappears.
+    Returns the folders so covered."""
+    covered = []
+    for _ in range(20):  # one closed folder a round; a covered folder may have a closed one below it
+        closed: dict[str, set[str]] = {}
+        for path in paths:
+            found = _first_closed_folder(path) if os.path.exists(path) else None
+            if found:
+                closed.setdefault(found[0], set()).add(found[1])
+        if not closed:
+            return covered
+        folder = min(closed, key=lambda f: len(Path(f).parts))
+        entries = {name: os.open(os.path.join(folder, name), os.O_PATH | os.O_CLOEXEC) for name in closed[folder]}
+        try:
+            mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k")
+            for name, fd in entries.items():
+                target = os.path.join(folder, name)
+                if os.path.isdir(f"/proc/self/fd/{fd}"):
+                    os.mkdir(target)
+                else:
+                    open(target, "w").close()
+                mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+        finally:
+            for fd in entries.values():
+                os.close(fd)
+        covered.append(folder)
+    raise OSError(f"could not open a way for user nobody to {', '.join(paths)}")
+
+
+def hide(paths: list[str], keep: list[str]) -> list[str]:
+    """In a mount namespace of our own: cover each folder with an empty read-only tmpfs (each file with
+    /dev/null), except one that holds a path in `keep`. Returns what was hidden."""
+    hidden = []
+    for path in paths:
+        path = os.path.realpath(path)
+        if not os.path.exists(path) or any(k == path or k.startswith(path.rstrip("/") + "/") for k in keep):
+            continue
+        if os.path.isdir(path):
+            mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "mode=0555,size=4k")
+        else:
+            mount("/dev/null", path, None, MS_BIND)
+        hidden.append(path)
+    return hidden
+
+
+def private_temp(scratch: str, folders: tuple[str, ...] = ("/tmp", "/var/tmp", "/dev/shm")) -> list[str]:
+    """In a mount namespace of our own: a fresh, small tmpfs on each shared temporary folder, so nothing
+    one submission leaves there reaches the next; the scratch folder, if it lies in one, stays."""
+    scratch = os.path.realpath(scratch)
+    fd = os.open(scratch, os.O_PATH | os.O_CLOEXEC)
+    made = []
+    try:
+        for folder in folders:
+            if not os.path.isdir(folder) or os.path.islink(folder):
+                continue
+            mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=256m")
+            made.append(folder)
+            if scratch.startswith(folder.rstrip("/") + "/"):
+                os.makedirs(scratch)
+                mount(f"/proc/self/fd/{fd}", scratch, None, MS_BIND | MS_REC)
+    finally:
+        os.close(fd)
+    return made
+
+
+def confine_files(readable: list[str], hidden: list[str], scratch: str) -> str:
+    """As root, before dropping to nobody: a mount namespace where `hidden` folders are empty, the
+    temporary folders are its own, and the `readable` paths are reachable by nobody. Returns what
+    was done, for the report; OSError if the kernel refuses (no CAP_SYS_ADMIN in a container, say)."""
+    unshare(CLONE_NEWNS)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    covered = open_to_nobody(readable)
+    gone = hide(hidden, keep=[os.path.realpath(p) for p in [scratch, *readable]])
+    private_temp(scratch)
+    return (f"{len(gone)} folder(s) hidden, own /tmp" + (f", {', '.join(covered)} covered" if covered else ""))
+
+
 def isolate_network() -> str:
     """Move this process into a network namespace of its own, if it is root (the worker calls this
     before it drops its capabilities, and before any student code). The namespace's only interface
@@ -95,33 +238,11 @@ def isolate_network() -> str:
     machine or beyond. Returns what was done, for the report."""
     if os.geteuid() != 0:
         return "network not isolated (not root)"
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(CLONE_NEWNET) != 0:
-        return f"network not isolated ({os.strerror(ctypes.get_errno())})"
+    try:
+        unshare(CLONE_NEWNET)
+    except OSError as exc:
+        return f"network not isolated ({os.strerror(exc.errno)})"
     return "no network"
-
-
-_identity_cache: dict[str, str] = {}
-
-
-def worker_identity() -> str:
-    """Who the worker runs as: "self" when not root; as root "nobody" if user nobody can start this
-    Python and import the course (not so when Python lives in /root), else "no-capabilities"."""
-    if os.geteuid() != 0:
-        return "self"
-    if "identity" not in _identity_cache:
-        import subprocess
-        import llmcourse
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/",
-               "PYTHONPATH": str(Path(llmcourse.__file__).resolve().parent.parent), "PYTHONNOUSERSITE": "1"}
-        try:
-            probe = subprocess.run([sys.executable, "-c", "import numpy, llmcourse"], cwd="/", env=env,
-                                   user=NOBODY, group=NOBODY, extra_groups=[], capture_output=True, timeout=120)
-            ok = probe.returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            ok = False
-        _identity_cache["identity"] = "nobody" if ok else "no-capabilities"
-    return _identity_cache["identity"]
 
 
 # --- Landlock (called by the worker itself, before any student code) ----------------------------------
@@ -231,33 +352,82 @@ def _processes() -> list[tuple[int, int, int, int, str]]:
     return found
 
 
-def kill_everything(leader: int, adopter: int | None = None) -> int:
-    """SIGKILL the worker's process group and session, and every process `adopter` has adopted.
+def _pid_namespace(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    return any(p == pid and state not in "ZX" for p, _, _, _, state in _processes())
+
+
+def _wait_until_dead(pid: int, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if not _alive(pid):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def kill_everything(leader: int, adopter: int | None = None, seconds: float = 30.0) -> int:
+    """SIGKILL the worker and every process it started; return how many besides the worker there were.
 
     `leader` is the worker's pid (its own session and group id); `adopter` is the zygote, a child
-    subreaper that inherits what escapes the session by double-forking. Returns how many processes
-    besides the worker were killed (a student's code started them; the report says so).
+    subreaper that inherits what escapes the session by double-forking. Where the worker is the
+    first process of a PID namespace of its own, the kernel kills the rest of the namespace when it
+    dies. Otherwise every process of its session or group and every descendant is stopped (so none
+    can fork again), then all are killed, until none is left.
     """
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(leader, signal.SIGKILL)
-    for _ in range(200):  # until the worker has exited (its orphans are adopted at that moment)
-        if not any(pid == leader and state not in "ZX" for pid, _, _, _, state in _processes()):
-            break
-        time.sleep(0.01)
-    me, stray = os.getpid(), set()
-    for _ in range(100):
-        found = [pid for pid, ppid, pgid, sid, state in _processes()
-                 if pid != me and state not in "ZX"
-                 and (sid == leader or pgid == leader or pid == leader or (adopter and ppid == adopter))]
+    namespace = _pid_namespace(leader)
+    if namespace is not None and namespace != _pid_namespace(os.getpid()):
+        members = [pid for pid, *_ , state in _processes() if pid != leader and state not in "ZX"
+                   and _pid_namespace(pid) == namespace]
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(leader, signal.SIGKILL)
+        if _wait_until_dead(leader, seconds):  # the namespace's first process dies after all the others
+            return len(members)
+    stopped = _stop_descendants(leader, adopter)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        found = _theirs(leader, adopter, stopped)
         if not found:
             break
-        for pid in found:
-            stray.add(pid)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.02)
-    stray.discard(leader)
-    return len(stray)
+        stopped.update(found)
+        _signal(found, signal.SIGKILL)
+        time.sleep(0.01)
+    stopped.discard(leader)
+    return len(stopped)
+
+
+def _theirs(leader: int, adopter: int | None, known: set[int]) -> list[int]:
+    """Live processes of the worker's session or group, adopted by the zygote, or in or under `known`."""
+    me = os.getpid()
+    return [pid for pid, ppid, pgid, sid, state in _processes()
+            if pid != me and state not in "ZX" and (pid == leader or sid == leader or pgid == leader
+                                                     or pid in known or ppid in known
+                                                     or (adopter is not None and ppid == adopter))]
+
+
+def _signal(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+
+
+def _stop_descendants(leader: int, adopter: int | None) -> set[int]:
+    """SIGSTOP the worker's session, group and descendants, until a round finds no new one (a stopped
+    process cannot fork, so this ends)."""
+    stopped: set[int] = set()
+    for _ in range(10_000):
+        new = [pid for pid in _theirs(leader, adopter, stopped) if pid not in stopped]
+        if not new:
+            break
+        stopped.update(new)
+        _signal(new, signal.SIGSTOP)
+    return stopped
 
 
 # --- did anything change? ------------------------------------------------------------------------------

@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 
 from llmcourse.course.grading import sandbox, wire
-from llmcourse.course.grading.errors import CellTimeout, GradingError, TotalTimeout, WorkerLost, text
+from llmcourse.course.grading.errors import CellTimeout, GradingError, TotalTimeout, WorkerLost, quote, text
 from llmcourse.course.grading.sandbox import Limits
-from llmcourse.course.grading.unit import python_source
 
 MAX_RESTARTS = 6
 STARTUP_S = 60.0  # starting Python and importing torch; counts towards the total, not towards a cell
@@ -113,40 +112,48 @@ class Launcher:
 
 
 class Session:
-    """The worker for one submission: starts it, runs cells, forwards calls, restarts it if it dies."""
+    """The worker for one submission: starts it, runs cells, forwards calls, restarts it if it dies.
 
-    def __init__(self, launcher: Launcher, scratch: Path, limits: Limits, log, landlock: str | bool = True) -> None:
+    Only the time spent waiting for the worker counts towards the submission's total time limit;
+    the grader's own work on its answers (decoding them, the checks) is accounted apart.
+    """
+
+    def __init__(self, launcher: Launcher, scratch: Path, limits: Limits, log, landlock: str | bool = True,
+                 hide: list[str] | None = None, unconfined: bool = False) -> None:
         self.launcher, self.scratch, self.limits, self.log = launcher, scratch, limits, log
-        self.landlock = landlock
-        self.identity = sandbox.worker_identity()
-        self.deadline = time.monotonic() + limits.total_s
+        self.landlock, self.hide, self.unconfined = landlock, [str(p) for p in hide or []], unconfined
+        self.identity = sandbox.worker_identity(unconfined)
+        self.used = 0.0      # seconds spent waiting for the worker: the student's time
+        self.dropped = 0     # bytes of the notebook's output beyond Limits.output_bytes
         self.pid: int | None = None
         self.executed: list[tuple[int, str]] = []
         self.problems: list[str] = []
         self.restarts, self.seq, self.stray = 0, 0, 0
-        self.sandbox = "not started"
+        self.sandbox, self.unsafe = "not started", ""
         self.request_fd = self.reply_fd = -1
 
     def time_left(self) -> float:
         """Seconds of the submission's total time limit still unused."""
-        return self.deadline - time.monotonic()
+        return self.limits.total_s - self.used
 
     # --- life and death ------------------------------------------------------------------------
-    def _start(self) -> None:
-        if self.restarts > MAX_RESTARTS:
-            raise WorkerLost(f"the notebook's process was restarted {MAX_RESTARTS} times; grading stopped")
-        if time.monotonic() >= self.deadline:
-            raise TotalTimeout(f"the submission used up its total time limit of {self.limits.total_s:g} s")
+    def _config(self) -> dict:
         home = self.scratch / "home"
         env = {"HOME": str(home), "TMPDIR": str(home), "MPLCONFIGDIR": str(home / ".matplotlib")}
         cwd = self.scratch / "submission"  # the notebook's own folder (a copy), as if the student ran it
-        config = {"scratch": str(self.scratch), "cwd": str(cwd) if cwd.is_dir() else None,
-                  "landlock": self.landlock, "identity": self.identity,
-                  "limits": dataclasses.asdict(self.limits), "env": env}
+        return {"scratch": str(self.scratch), "cwd": str(cwd) if cwd.is_dir() else None,
+                "landlock": self.landlock, "identity": self.identity, "hide": self.hide,
+                "limits": dataclasses.asdict(self.limits), "env": env}
+
+    def _start(self) -> None:
+        if self.restarts > MAX_RESTARTS:
+            raise WorkerLost(f"the notebook's process was restarted {MAX_RESTARTS} times; grading stopped")
+        if self.time_left() <= 0:
+            raise TotalTimeout(f"the submission used up its total time limit of {self.limits.total_s:g} s")
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         try:
-            self.pid = self.launcher.spawn(config, [req_r, rep_w, self.log.fileno()])
+            self.pid = self.launcher.spawn(self._config(), [req_r, rep_w, self.log.fileno()])
         except BaseException:
             for fd in (req_w, rep_r):
                 os.close(fd)
@@ -157,7 +164,7 @@ class Session:
         self.request_fd, self.reply_fd = req_w, rep_r
         self.restarts += 1
         try:
-            hello = self._receive(min(self.deadline, time.monotonic() + STARTUP_S))
+            hello = self._receive(time.monotonic() + min(self.time_left(), STARTUP_S))
         except (TimeoutError, EOFError, wire.WireError) as exc:
             self.kill()
             raise WorkerLost(f"the notebook's process did not start ({type(exc).__name__}: {exc})") from None
@@ -165,10 +172,26 @@ class Session:
             self.kill()
             raise RuntimeError(f"the grading worker could not start: {text(hello.get('type'))}: "
                                f"{text(hello.get('message'))}")
+        self._check_confinement(hello)
+
+    def _check_confinement(self, hello: dict) -> None:
+        """Describe the sandbox for the report; refuse an unconfined worker unless the instructor allowed it."""
         caps = text(hello.get("capabilities"), 40)
         who = {"nobody": "user nobody", "self": "the grader's user",
                "no-capabilities": "uid 0 without capabilities" if set(caps) == {"0"} else f"uid 0, capabilities {caps}"}
-        self.sandbox = f"{who[self.identity]}, {text(hello.get('sandbox'), 200)}, {text(hello.get('network'), 80)}"
+        parts = [who[self.identity], text(hello.get("sandbox"), 200), text(hello.get("network"), 80)]
+        parts += [p for p in ("own PID namespace" if hello.get("pid_namespace") is True else "",
+                              text(hello.get("files"), 200) if hello.get("files") else "") if p]
+        self.sandbox = ", ".join(parts)
+        if hello.get("confined") is True:
+            return
+        why = text(hello.get("why"), 300) if self.identity != "no-capabilities" else "the worker runs as uid 0"
+        if not self.unconfined:
+            self.kill()
+            raise sandbox.ConfinementError(
+                f"the student's code cannot be confined on this machine: {why}. Grade as root, or on Linux "
+                "with Landlock, or pass --unsafe-unconfined to grade anyway (every report and grades.csv say so)")
+        self.unsafe = f"graded with an unconfined worker ({why}), as the instructor allowed"
 
     def kill(self) -> None:
         if self.pid is not None:
@@ -189,10 +212,24 @@ class Session:
             self.run_cell(index, source, replaying=True)
 
     # --- messages ------------------------------------------------------------------------------
+    def _send(self, payload: bytes, deadline: float) -> None:
+        start = time.monotonic()
+        try:
+            wire.send(self.request_fd, payload, deadline)
+        finally:
+            self.used += time.monotonic() - start
+
     def _receive(self, deadline: float) -> dict:
-        message = wire.decode(wire.recv(self.reply_fd, deadline))
+        start = time.monotonic()
+        try:
+            payload = wire.recv(self.reply_fd, deadline)
+        finally:
+            self.used += time.monotonic() - start
+        message = wire.decode(payload)  # the grader's own work: not the student's time
         if not isinstance(message, dict):
             raise wire.WireError("the worker's answer is not a dict")
+        if isinstance(message.get("dropped"), int):
+            self.dropped = max(self.dropped, message["dropped"])
         return message
 
     def request(self, request: tuple, what: str) -> dict:
@@ -200,22 +237,28 @@ class Session:
         self._ensure()
         self.seq += 1
         request = (request[0], self.seq, *request[1:])
-        total_left = self.deadline - time.monotonic()
-        deadline = time.monotonic() + min(self.limits.cell_s, total_left)
+        deadline = time.monotonic() + max(0.0, min(self.limits.cell_s, self.time_left()))
         try:
-            wire.send(self.request_fd, pickle.dumps(request), deadline)
+            self._send(pickle.dumps(request), deadline)
             while True:
                 answer = self._receive(deadline)
                 if answer.get("seq") == self.seq:
                     return answer
         except TimeoutError:
             pass
-        except (EOFError, OSError, wire.WireError) as exc:
+        except wire.WireError as exc:
+            self.kill()
+            raise WorkerLost(f"the notebook's process sent an answer the grader does not accept while running "
+                             f"{what} ({exc}); the process was stopped") from None
+        except (EOFError, OSError) as exc:
             self.kill()
             raise WorkerLost(f"the notebook's process ended while running {what} ({exc}): os._exit, a crash, "
                              f"or the memory limit of {self.limits.memory_bytes / 2**30:g} GiB") from None
-        # Over time: interrupt (KeyboardInterrupt in the student's code); if that fails, kill the group.
-        total = time.monotonic() >= self.deadline
+        self._stop_overtime(what)
+
+    def _stop_overtime(self, what: str) -> None:
+        """Over time: interrupt (KeyboardInterrupt in the student's code); if that fails, kill the worker."""
+        total = self.time_left() <= 0
         if not total:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGINT)
@@ -237,9 +280,10 @@ class Session:
 
     # --- what the grader asks for ----------------------------------------------------------------
     def run_cell(self, index: int, source: str, replaying: bool = False) -> bool:
+        """Run one of the student's cells in the worker; record a failure as a problem of the notebook."""
         what = f"cell {index}"
         try:
-            answer = self.request(("exec", index, python_source(source)), what)
+            answer = self.request(("exec", index, source), what)
         except GradingError as exc:
             self.problems.append(f"{what}{' (run again after a restart)' if replaying else ''}: {exc}")
             return False
@@ -247,7 +291,8 @@ class Session:
             self.executed.append((index, source))
             return True
         if not replaying:
-            self.problems.append(f"cell {index} raised {text(answer.get('type'))}: {text(answer.get('message'))}")
+            self.problems.append(f"cell {index} raised {text(answer.get('type'), 80)}: "
+                                 f"{quote(text(answer.get('message')))}")
         return False
 
     def describe(self, name: str) -> dict:

@@ -19,6 +19,7 @@ import select
 import struct
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ import torch
 
 HEADER = struct.Struct(">Q")
 MAX_MESSAGE = 256 * 2**20  # bytes; a bigger answer is refused, not read
+MAX_STRUCTURE = 8 * 2**20  # bytes of pickled structure (all but tensor data) in one message
 TAG = "__llmcourse_wire__"  # key of a dict that stands for a value the safe loader cannot carry
 
 
@@ -83,6 +85,8 @@ def recv(fd: int, deadline: float | None = None, limit: int = MAX_MESSAGE) -> by
 
 # --- worker side: any value -> safe tree -------------------------------------------------------------
 
+_NUMPY_DTYPES = {torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float16,
+                 torch.float32, torch.float64, torch.complex64, torch.complex128}
 _PLAIN = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device)
 
 
@@ -114,6 +118,8 @@ def to_safe(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list):
         return [to_safe(v, depth + 1) for v in value]
     if isinstance(value, dict):
+        if TAG in value:
+            raise Unsupported("a dict that uses the grader's own wire tag")
         out = {}
         for k, v in value.items():
             if not isinstance(k, (str, int, float, bool, type(None), tuple)):
@@ -139,39 +145,88 @@ def dump(value: Any) -> bytes:
 
 # --- grader side: bytes -> value, never running code ------------------------------------------------
 
+def _structure_size(payload: bytes) -> int:
+    """The size of the pickled structure inside a torch.save payload (a zip): what the unpickler walks."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            pickles = [info for info in archive.infolist() if info.filename.endswith(".pkl")]
+            if len(pickles) != 1:
+                raise WireError("not a plain value (not one torch.save payload)")
+            return pickles[0].file_size
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        raise WireError("not a plain value (not a torch.save payload)") from None
+
+
 def load(payload: bytes) -> Any:
-    """Open a worker's message with the safe loader; WireError if it holds anything else."""
+    """Open a worker's message with the safe loader; WireError if it holds anything else.
+
+    The pickled structure is capped (MAX_STRUCTURE bytes) before the unpickler starts, so the work
+    here is bounded; the grader's own time limit bounds the rest (see Limits.grader_s)."""
+    size = _structure_size(payload)
+    if size > MAX_STRUCTURE:
+        raise WireError(f"an answer whose structure takes {size:,} bytes, over the limit of {MAX_STRUCTURE:,} "
+                        "(a list or dict of millions of items?)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a forged payload may also draw warnings; the error says enough
+            warnings.simplefilter("ignore")
             return torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
-    except Exception as exc:
-        raise WireError(f"not a plain value ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    except Exception as exc:  # torch's message advises loading it unsafely: never shown
+        raise WireError(f"not a plain value ({type(exc).__name__}: it holds something other than tensors, "
+                        "numbers, strings and containers)") from None
+
+
+def _ndarray(value: dict) -> np.ndarray:
+    data = value.get("data")
+    if type(data) is not torch.Tensor or data.dtype not in _NUMPY_DTYPES or data.layout != torch.strided:
+        raise WireError("a malformed 'ndarray' wrapper")
+    return data.numpy()
+
+
+def _npscalar(value: dict) -> np.generic:
+    dtype_text, number = value.get("dtype"), value.get("value")
+    if type(dtype_text) is not str or len(dtype_text) > 8 or type(number) not in (bool, int, float, complex):
+        raise WireError("a malformed 'npscalar' wrapper")
+    try:
+        dtype = np.dtype(dtype_text)
+    except TypeError:
+        raise WireError(f"unknown NumPy dtype {dtype_text!r}") from None
+    if dtype.kind not in "biufc":
+        raise WireError(f"NumPy dtype {dtype} is not numeric")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            return dtype.type(number)
+    except (OverflowError, ValueError, TypeError, RuntimeWarning, DeprecationWarning) as exc:
+        raise WireError(f"a NumPy {dtype} cannot hold {str(number)[:40]} ({type(exc).__name__})") from None
+
+
+def _set(kind: str, value: dict, depth: int) -> set | frozenset:
+    items = value.get("items")
+    if type(items) is not list:
+        raise WireError(f"a malformed {kind!r} wrapper")
+    result: set = set()
+    for item in items:  # one at a time: items built to collide stay interruptible by the grader's time limit
+        try:
+            result.add(from_safe(item, depth + 1))
+        except TypeError:
+            raise WireError(f"a {kind} of unhashable items") from None
+    return result if kind == "set" else frozenset(result)
 
 
 def from_safe(value: Any, depth: int = 0) -> Any:
-    """Undo the worker's wrapping (NumPy arrays and scalars, sets), checking every wrapper's contents."""
+    """Undo the worker's wrapping (NumPy arrays and scalars, sets). Nothing in a wrapper is trusted:
+    its types and sizes are checked, and a wrong one is a WireError."""
     if depth > 60:
         raise WireError("nested too deeply")
-    if isinstance(value, dict) and isinstance(value.get(TAG), str):
+    if type(value) is dict and TAG in value:
         kind = value[TAG]
-        if kind == "ndarray" and isinstance(value.get("data"), torch.Tensor):
-            return value["data"].numpy()
-        if kind == "npscalar" and isinstance(value.get("dtype"), str) and isinstance(value.get("value"), (bool, int, float, complex)):
-            try:
-                dtype = np.dtype(value["dtype"])
-            except TypeError:
-                raise WireError(f"unknown NumPy dtype {value['dtype']!r}") from None
-            if dtype.kind not in "biufc":
-                raise WireError(f"NumPy dtype {dtype} is not numeric")
-            return dtype.type(value["value"])
-        if kind in ("set", "frozenset") and isinstance(value.get("items"), list):
-            try:
-                items = [from_safe(v, depth + 1) for v in value["items"]]
-                return set(items) if kind == "set" else frozenset(items)
-            except TypeError as exc:
-                raise WireError(f"a set of unhashable items ({exc})") from None
-        raise WireError(f"a malformed {kind!r} wrapper")
+        if kind == "ndarray":
+            return _ndarray(value)
+        if kind == "npscalar":
+            return _npscalar(value)
+        if kind in ("set", "frozenset"):
+            return _set(kind, value, depth)
+        raise WireError(f"a malformed {str(kind)[:40]!r} wrapper")
     if isinstance(value, list):
         return [from_safe(v, depth + 1) for v in value]
     if isinstance(value, tuple) and not isinstance(value, torch.Size):
@@ -182,8 +237,17 @@ def from_safe(value: Any, depth: int = 0) -> Any:
 
 
 def decode(payload: bytes) -> Any:
-    """Bytes from the worker -> the value they stand for (WireError if they are not a safe value)."""
-    return from_safe(load(payload))
+    """Bytes from the worker -> the value they stand for (WireError if they are not a safe value).
+
+    Any failure while decoding, of any type, is a WireError: a forged payload may make NumPy or
+    torch raise anything, and that must cost the submission, never the grader."""
+    value = load(payload)
+    try:
+        return from_safe(value)
+    except WireError:
+        raise
+    except Exception as exc:
+        raise WireError(f"an answer that cannot be decoded ({type(exc).__name__})") from None
 
 
 # --- arguments: grader -> worker ---------------------------------------------------------------------

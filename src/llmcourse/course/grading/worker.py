@@ -2,19 +2,23 @@
 
 The grader starts one *zygote* per batch (`python -m llmcourse.course.grading.worker --zygote FD`) that
 imports torch and the course once; for each submission it forks a worker, which enters its
-sandbox (own session, limits, user nobody or no capabilities, Landlock), says hello, then serves
-requests over two pipes until the grader closes them or kills it:
+sandbox (own session, limits, as root user nobody in PID, network and mount namespaces of its
+own; Landlock where the kernel has it), says hello, then serves requests over two pipes until
+the grader closes them or kills it:
 
     ("exec", seq, index, source)             run one notebook cell in the student's namespace
     ("describe", seq, name)                  is `name` defined? data (sent by value) or an object?
     ("op", seq, op, target, args, kwargs)    call / getattr / getitem / len / iter on a student object
 
 Everything here is untrusted once student code has run: the grader opens each answer with the
-safe loader and never believes more than "this is a plain value".
+safe loader and never believes more than "this is a plain value". Work on the student's text
+(rewriting IPython magics) happens here too, under the cell's time limit. What the student prints
+fills at most `Limits.output_bytes`; the rest is dropped and counted, never fatal.
 """
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import linecache
 import os
@@ -23,6 +27,8 @@ import signal
 import sys
 import traceback
 from typing import Any
+
+from llmcourse.course.grading import sandbox, wire
 
 
 def _display(*objects: Any, **_: Any) -> None:
@@ -38,10 +44,48 @@ class _NoIPython:
         return lambda *args, **kwargs: None
 
 
+class CappedOutput:
+    """sys.stdout and sys.stderr of the worker: text goes to a file descriptor until `limit` bytes,
+    the rest is dropped and counted. A write never fails (a full disk or file size limit included)."""
+
+    encoding, errors = "utf-8", "replace"
+
+    def __init__(self, fd: int, budget: dict) -> None:
+        self.fd, self.budget = fd, budget  # budget: {"left": bytes, "dropped": bytes}, shared by both streams
+
+    def write(self, text: str) -> int:
+        data = str(text).encode("utf-8", "replace")
+        keep = data[: max(0, self.budget["left"])]
+        self.budget["left"] -= len(keep)
+        self.budget["dropped"] += len(data) - len(keep)
+        try:
+            while keep:
+                keep = keep[os.write(self.fd, keep):]
+        except OSError:
+            self.budget["dropped"] += len(keep)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+def python_source(source: str) -> str:
+    """A student's cell as plain Python: IPython magics and !commands become get_ipython() calls."""
+    if "%" not in source and "!" not in source:
+        return source
+    from IPython.core.inputtransformer2 import TransformerManager
+    return TransformerManager().transform_cell(source)
+
+
 class Worker:
-    def __init__(self, request_fd: int, reply_fd: int) -> None:
-        from llmcourse.course.grading import wire
-        self.wire = wire
+    def __init__(self, request_fd: int, reply_fd: int, output: dict) -> None:
+        self.output = output
         self.request_fd, self.reply_fd = request_fd, reply_fd
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins,
                                           "display": _display, "get_ipython": _NoIPython}
@@ -49,23 +93,22 @@ class Worker:
 
     # --- answers --------------------------------------------------------------------------------
     def reply(self, message: dict) -> None:
+        message = {**message, "dropped": self.output["dropped"]}
         try:
-            payload = self.wire.dump(message)
-        except self.wire.Unsupported as exc:  # should not happen: every value was made safe first
-            payload = self.wire.dump({"seq": message.get("seq"), "kind": "raised", "type": "GradingError",
+            payload = wire.dump(message)
+        except wire.Unsupported as exc:  # should not happen: every value was made safe first
+            payload = wire.dump({"seq": message.get("seq"), "kind": "raised", "type": "GradingError",
                                       "message": f"the answer could not be sent ({exc})", "traceback": ""})
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self.wire.send(self.reply_fd, payload)
+        wire.send(self.reply_fd, payload)
 
     def describe_value(self, value: Any, seq: int) -> dict:
         """A value to send: as data if it is plain data, else as a handle the grader can call."""
         try:
-            safe = self.wire.to_safe(value)
+            safe = wire.to_safe(value)
             message = {"seq": seq, "kind": "value", "value": safe}
-            self.wire.dump(message)  # proves it can be sent
+            wire.dump(message)  # proves it can be sent
             return message
-        except self.wire.Unsupported:
+        except wire.Unsupported:
             handle = len(self.handles) + 1
             self.handles[handle] = value
             try:
@@ -89,8 +132,9 @@ class Worker:
     # --- requests -------------------------------------------------------------------------------
     def exec_cell(self, seq: int, index: int, source: str) -> dict:
         filename = f"<cell {index}>"
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         try:
+            source = python_source(source)
+            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
             code = compile(source, filename, "exec")
             exec(code, self.namespace)
         except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the cell failed, we go on
@@ -111,8 +155,8 @@ class Worker:
         generators: list = []
         try:
             obj = self.target(target)
-            args = self.wire.unpack_arguments(args, generators)
-            kwargs = self.wire.unpack_arguments(kwargs, generators)
+            args = wire.unpack_arguments(args, generators)
+            kwargs = wire.unpack_arguments(kwargs, generators)
             if op == "call":
                 result = obj(*args, **kwargs)
             elif op == "getattr":
@@ -134,7 +178,7 @@ class Worker:
         message = self.describe_value(result, seq)
         if op == "call":
             try:  # in-place changes to tensor arguments and generators travel back
-                message["after"] = [self.wire.to_safe(t) for t in self.wire.tensors_in((args, kwargs))]
+                message["after"] = [wire.to_safe(t) for t in wire.tensors_in((args, kwargs))]
                 message["generators"] = [g.get_state() for g in generators]
             except BaseException:
                 message["after"], message["generators"] = [], []
@@ -143,7 +187,7 @@ class Worker:
     def serve(self) -> None:
         while True:
             try:
-                request = pickle.loads(self.wire.recv(self.request_fd))
+                request = pickle.loads(wire.recv(self.request_fd))
             except KeyboardInterrupt:  # an interrupt that came after the student's code ended
                 continue
             except EOFError:
@@ -192,57 +236,129 @@ def _preload() -> None:
     import llmcourse  # noqa: F401
     import llmcourse.checks.core  # noqa: F401
     import llmcourse.plots  # noqa: F401
-    from llmcourse.course.grading import sandbox, wire  # noqa: F401
+
+
+def _redirect(log_fd: int) -> None:
+    """stdin from /dev/null; stdout and stderr (of C code and subprocesses too) to the log file."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    for fd in (devnull, log_fd):
+        os.close(fd)
+
+
+def _drop_to_nobody() -> None:
+    os.setgroups([])
+    os.setgid(sandbox.NOBODY)
+    os.setuid(sandbox.NOBODY)
+
+
+def _python_is_readable() -> bool:
+    """Whether this process can still read the standard library (to import what was not preloaded)."""
+    try:
+        os.listdir(os.path.dirname(os.__file__))
+        with open(os.__file__, "rb"):
+            return True
+    except OSError:
+        return False
+
+
+def enter_sandbox(config: dict) -> dict:
+    """Limits, namespaces, user and Landlock, in that order; returns the hello message that says
+    what was applied and whether the worker is confined (the grader refuses to go on if not)."""
+    identity = config["identity"]
+    limits = sandbox.Limits(**config["limits"])
+    network = sandbox.isolate_network()  # as root: before the capabilities go
+    files, confined, why = "", identity != "no-capabilities", ""
+    if identity == "nobody":
+        try:
+            files = sandbox.confine_files(readable_paths(), config.get("hide", []), config["scratch"])
+        except OSError as exc:
+            files = f"no mount namespace ({exc.strerror or exc})"
+    sandbox.child_limits(limits, identity)()
+    if identity == "nobody":
+        _drop_to_nobody()
+        if not _python_is_readable():
+            confined, why = False, "user nobody cannot read this Python's standard library"
+    applied = "none"
+    if config.get("landlock"):
+        applied = sandbox.landlock(readable_paths(), [config["scratch"], "/dev/null", "/dev/zero"])
+        if config["landlock"] == "required" and applied == "unavailable":
+            raise OSError("Landlock was required but this kernel does not offer it")
+    landlocked = applied not in ("none", "unavailable")
+    if identity == "nobody" and files.startswith("no mount namespace") and not landlocked:
+        confined, why = False, f"as root with {files} and no Landlock, user nobody could read the solutions"
+    if identity == "self" and not landlocked:
+        confined, why = False, "not root, and no Landlock: the code runs as the grader's own user"
+    status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+    return {"seq": 0, "kind": "hello", "sandbox": applied, "network": network, "files": files,
+            "uid": os.getuid(), "pid_namespace": os.getpid() == 1, "confined": confined, "why": why,
+            "capabilities": status.get("CapEff", "?").strip()}
 
 
 def child(config: dict, fds: list[int]) -> None:
     """In a freshly forked child of the zygote: enter the sandbox, say hello, serve. Never returns."""
-    from llmcourse.course.grading import sandbox, wire
     request_fd, reply_fd, log_fd = fds
+    output = {"left": config["limits"]["output_bytes"], "dropped": 0}
     try:
         os.setsid()
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        for fd in (devnull, log_fd):
-            os.close(fd)
+        _redirect(log_fd)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.chdir(config.get("cwd") or config["scratch"])
         os.environ.update(config["env"])
-        limits = sandbox.Limits(**config["limits"])
-        network = sandbox.isolate_network()  # as root: before the capabilities go
-        sandbox.child_limits(limits, config["identity"])()
-        if config["identity"] == "nobody":
-            os.setgroups([])
-            os.setgid(sandbox.NOBODY)
-            os.setuid(sandbox.NOBODY)
-        applied = "none"
-        if config.get("landlock"):
-            applied = sandbox.landlock(readable_paths(), [config["scratch"], "/dev/null", "/dev/zero"])
-            if config["landlock"] == "required" and applied == "unavailable":
-                raise OSError("Landlock was required but this kernel does not offer it")
-        status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
-        hello = {"seq": 0, "kind": "hello", "sandbox": applied, "network": network, "uid": os.getuid(),
-                 "pid": os.getpid(), "capabilities": status.get("CapEff", "?").strip()}
+        hello = enter_sandbox(config)
+        sys.stdout, sys.stderr = CappedOutput(1, output), CappedOutput(2, output)
     except BaseException as exc:
         hello = {"seq": 0, "kind": "raised", "type": type(exc).__name__, "message": str(exc)[:2000],
                  "traceback": traceback.format_exc()[-3000:]}
         wire.send(reply_fd, wire.dump(hello))
         os._exit(1)
-    worker = Worker(request_fd, reply_fd)
+    worker = Worker(request_fd, reply_fd, output)
     worker.reply(hello)
     worker.serve()
-    sys.stdout.flush()
     os._exit(0)
+
+
+def fork_worker(config: dict, fds: list[int], zygote_socket: int) -> int:
+    """Fork a worker; as root, as the first process of a PID namespace of its own (when it dies, the
+    kernel kills everything it started). Returns its pid as the zygote sees it."""
+    if os.geteuid() != 0:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(zygote_socket)
+                child(config, fds)
+            finally:
+                os._exit(1)
+        return pid
+    read_end, write_end = os.pipe()
+    middle = os.fork()
+    if middle == 0:  # unshare(CLONE_NEWPID) applies to this process's next child: the worker
+        try:
+            os.close(read_end)
+            os.close(zygote_socket)  # a worker must never ask for workers
+            with contextlib.suppress(OSError):
+                sandbox.unshare(sandbox.CLONE_NEWPID)
+            pid = os.fork()
+            if pid == 0:
+                os.close(write_end)
+                child(config, fds)
+            os.write(write_end, str(pid).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as answer:
+        pid = int(answer.read() or b"-1")
+    os.waitpid(middle, 0)  # the worker is now an orphan, and ours (we are a child subreaper)
+    return pid
 
 
 def zygote(sock_fd: int) -> int:
     """Serve the grader: for each request (a config and three file descriptors), fork a worker."""
     import socket
-    from llmcourse.course.grading import sandbox
     sock = socket.socket(fileno=sock_fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sandbox.become_subreaper()  # orphans of the workers come to us, and the grader can find them
@@ -261,13 +377,8 @@ def zygote(sock_fd: int) -> int:
                     break
             except ChildProcessError:
                 break
-        pid = os.fork()
-        if pid == 0:
-            try:
-                sock.close()
-                child(json.loads(message), list(fds))
-            finally:
-                os._exit(1)
+        config = json.loads(message)
+        pid = fork_worker(config, list(fds), sock.fileno())
         for fd in fds:
             os.close(fd)
         sock.send(json.dumps({"pid": pid}).encode())
