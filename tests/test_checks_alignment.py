@@ -1,93 +1,116 @@
-"""The unit 14 checks: they pass correct answers and name each classic mistake."""
-from __future__ import annotations
-
+"""The unit 14 checks: they pass correct answers, fail the stub and name each classic mistake."""
 import pytest
 import torch
 import torch.nn.functional as F
 
+from llmcourse import alignment as al
 from llmcourse.checks import CheckFailure
 from llmcourse.checks import alignment as check
 
 
-def _logp(logits, targets):
-    return logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+def seq_logprob(logits, targets, mask, *, mean=False, all_tokens=False):
+    lp = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    m = torch.ones_like(mask) if all_tokens else mask
+    return (lp * m).sum(-1) / (m.sum(-1) if mean else 1)
 
 
-def sft_loss(logits, targets, mask):
-    return F.cross_entropy(logits.flatten(0, 1), targets.masked_fill(~mask, -100).flatten(), ignore_index=-100)
+def dpo(policy_logits, ref_logits, targets, mask, beta, *, swap=False, halves=False, no_ref=False, no_beta=False,
+        total=False):
+    pi, ref = seq_logprob(policy_logits, targets, mask), seq_logprob(ref_logits, targets, mask)
+    if halves:
+        h = len(pi) // 2
+        w, l = slice(0, h), slice(h, None)
+    else:
+        w, l = slice(0, None, 2), slice(1, None, 2)
+    if swap:
+        w, l = l, w
+    if no_ref:
+        ref = torch.zeros_like(ref)
+    margin = (1 if no_beta else beta) * ((pi[w] - ref[w]) - (pi[l] - ref[l]))
+    losses = -F.logsigmoid(margin)
+    return losses.sum() if total else losses.mean()
 
 
-def sequence_logprob(logits, targets, mask):
-    return (_logp(logits, targets) * mask).sum(-1)
-
-
-def dpo_loss(pw, pl, rw, rl, beta):
-    return -torch.log(torch.sigmoid(beta * ((pw - rw) - (pl - rl)))).mean()
-
-
-def reward_accuracy(pw, pl, rw, rl, beta):
-    return float((beta * (pw - rw) > beta * (pl - rl)).double().mean())
+def toy_run(loss_fn, beta):
+    ref_table, targets, mask = check.toy_preferences()
+    rows = targets.shape[0]
+    policy = ref_table.clone().requires_grad_(True)
+    opt = torch.optim.SGD([policy], lr=check.LR)
+    for _ in range(check.STEPS):
+        loss = loss_fn(policy.expand(rows, -1, -1), ref_table.expand(rows, -1, -1), targets, mask, beta)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        change = seq_logprob(policy.expand(rows, -1, -1), targets, mask) - seq_logprob(ref_table.expand(rows, -1, -1),
+                                                                                         targets, mask)
+    return float(change[0::2].mean()), float(change[1::2].mean())
 
 
 def test_correct_answers_pass(capsys):
-    for seed in (0, 11, 12, 13, 14):
-        check.q1(sft_loss, seed=seed)
-        check.q2(sequence_logprob, seed=seed)
-        check.q3(dpo_loss, seed=seed)
-        check.q4(reward_accuracy, seed=seed)
-    assert capsys.readouterr().out.count("✓") == 20
+    for seed in (0, 1, 12, 13):
+        check.q1(seq_logprob, seed=seed)
+        check.q2(dpo, seq_logprob, seed=seed)
+    check.q1(al.sequence_logprob)
+    chosen, rejected = toy_run(dpo, check.BETA)
+    check.q3(chosen, rejected, dpo, seq_logprob)
+    check.q4(0.5)
+    assert capsys.readouterr().out.count("✓") == 11
 
 
-@pytest.mark.parametrize("wrong, message", [
-    (lambda l, t, m: -_logp(l, t).mean(), "prompt included"),
-    (lambda l, t, m: -(_logp(l, t) * m).sum(), "without dividing"),
-    (lambda l, t, m: -(_logp(l, t) * m).sum() / m.numel(), "divided by all the tokens"),
-    (lambda l, t, m: -(_logp(l, t) * ~m).sum() / (~m).sum(), "mask is inverted"),
-    (lambda l, t, m: (_logp(l, t) * m).sum() / m.sum(), "sign is flipped"),
+def test_toy_run_is_independent_of_the_checks_own():
+    assert toy_run(dpo, 0.5) == pytest.approx(check.train_toy(0.5), abs=1e-9)
+    chosen, rejected = check.train_toy(check.BETA)
+    assert rejected < chosen < 0          # the finding the exercise asks about
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"mean": True}, "SUM"),
+    ({"all_tokens": True}, "prompt included"),
 ])
-def test_q1_names_mistakes(wrong, message):
+def test_q1_names_the_mistake(kw, message):
     with pytest.raises(CheckFailure, match=message):
-        check.q1(wrong)
+        check.q1(lambda *a: seq_logprob(*a, **kw))
 
 
-@pytest.mark.parametrize("wrong, message", [
-    (lambda l, t, m: (_logp(l, t) * m).sum(-1) / m.sum(-1), "SUM"),
-    (lambda l, t, m: _logp(l, t).sum(-1), "prompt included"),
-    (lambda l, t, m: (_logp(l, t) * m).sum(), "whole batch"),
-    (lambda l, t, m: (_logp(l, t).exp() * m).sum(-1), "probabilities instead"),
-    (lambda l, t, m: (l.gather(-1, t.unsqueeze(-1)).squeeze(-1) * m).sum(-1), "without log_softmax"),
+@pytest.mark.parametrize("kw,message", [
+    ({"swap": True}, "swapped"),
+    ({"halves": True}, "first half"),
+    ({"no_ref": True}, "reference model is missing"),
+    ({"no_beta": True}, "beta is missing"),
+    ({"total": True}, "mean over pairs"),
 ])
-def test_q2_names_mistakes(wrong, message):
+def test_q2_names_the_mistake(kw, message):
     with pytest.raises(CheckFailure, match=message):
-        check.q2(wrong)
+        check.q2(lambda *a: dpo(*a, **kw), seq_logprob)
 
 
-@pytest.mark.parametrize("wrong, message", [
-    (lambda pw, pl, rw, rl, b: dpo_loss(pl, pw, rl, rw, b), "swapped"),
-    (lambda pw, pl, rw, rl, b: -F.logsigmoid(b * (pw - pl)).mean(), "reference model is missing"),
-    (lambda pw, pl, rw, rl, b: -F.logsigmoid((pw - rw) - (pl - rl)).mean(), "beta is missing"),
-    (lambda pw, pl, rw, rl, b: F.logsigmoid(b * ((pw - rw) - (pl - rl))).mean(), "minus sign"),
-    (lambda pw, pl, rw, rl, b: -F.logsigmoid(((pw - rw) - (pl - rl)) / b).mean(), "divided by beta"),
-])
-def test_q3_names_mistakes(wrong, message):
-    with pytest.raises(CheckFailure, match=message):
-        check.q3(wrong)
+def test_q2_blames_sequence_logprob_from_q1():
+    with pytest.raises(CheckFailure, match="your `sequence_logprob` from q1 is not right yet"):
+        check.q2(dpo, lambda *a: seq_logprob(*a, mean=True))
 
 
-@pytest.mark.parametrize("wrong, message", [
-    (lambda pw, pl, rw, rl, b: float((pw > pl).double().mean()), "subtracts the reference"),
-    (lambda pw, pl, rw, rl, b: float((b * (pl - rl) > b * (pw - rw)).double().mean()), "swapped"),
-    (lambda pw, pl, rw, rl, b: float((b * (pw - rw) >= b * (pl - rl)).double().mean()), "ties"),
-    (lambda pw, pl, rw, rl, b: float((b * (pw - rw) > b * (pl - rl)).sum()), "number of wins"),
-    (lambda pw, pl, rw, rl, b: [0.5], "Python float"),
-])
-def test_q4_names_mistakes(wrong, message):
-    with pytest.raises(CheckFailure, match=message):
-        check.q4(wrong)
+def test_q3_q4_compare_with_their_own_run():
+    chosen, rejected = check.train_toy(check.BETA)
+    with pytest.raises(CheckFailure, match="your `dpo_loss` from q2 is not right yet"):
+        check.q3(chosen, rejected, lambda *a: dpo(*a, swap=True), seq_logprob)
+    with pytest.raises(CheckFailure, match="not answered yet"):
+        check.q3(None, None, dpo, seq_logprob)
+    with pytest.raises(CheckFailure, match="rejected answers' change"):
+        check.q3(rejected, chosen, dpo, seq_logprob)
+    with pytest.raises(CheckFailure, match="sign is flipped"):
+        check.q3(chosen, -rejected, dpo, seq_logprob)
+    with pytest.raises(CheckFailure, match="largest such beta"):
+        check.q4(2.0)
+    with pytest.raises(CheckFailure, match="still GAIN"):
+        check.q4(0.3)
+    with pytest.raises(CheckFailure, match="not answered yet"):
+        check.q4(None)
 
 
-def test_a_crash_or_stub_fails_clearly():
-    def stub(*args):
-        raise NotImplementedError
-    with pytest.raises(CheckFailure, match="q3: .*not implemented"):
-        check.q3(stub)
+def test_every_question_has_a_kind_and_stepped_hints(capsys):
+    assert set(check.QUESTION_KINDS) == {"q1", "q2", "q3", "q4", "q5"}
+    for question, steps in check.HINTS.items():
+        assert len(steps) >= 2
+        check.hint(question)
+        assert f"Hint 1 of {len(steps)} for {question}" in capsys.readouterr().out
