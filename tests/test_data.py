@@ -61,9 +61,9 @@ def test_sample_is_reproducible_and_round_trips_through_text():
 
 
 def test_bad_inputs_are_clear_errors():
-    with pytest.raises(ValueError, match="order must be at least 1"):
+    with pytest.raises(ValueError, match="order must be an int >= 1"):
         random_markov_source(order=0)
-    with pytest.raises(ValueError, match="concentration must be a positive number"):
+    with pytest.raises(ValueError, match="concentration must be a finite number > 0"):
         random_markov_source(concentration=-1)
     with pytest.raises(ValueError, match="alphabet must have at least 2 distinct"):
         random_markov_source(alphabet="aa")

@@ -67,3 +67,8 @@ def test_readme_library_table_names_exactly_the_library_modules():
     named = re.findall(r"^\| `(\w+)` \|", table, flags=re.MULTILINE)
     assert len(named) == len(set(named)), "a module has two rows"
     assert set(named) == lesson_modules() | {"checks"}
+
+
+def test_the_package_docstring_names_every_library_module():
+    missing = sorted(name for name in lesson_modules() if f"`{name}`" not in llmcourse.__doc__)
+    assert not missing, f"llmcourse/__init__.py's docstring does not name {missing}"

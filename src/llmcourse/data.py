@@ -21,6 +21,8 @@ from importlib import resources
 import numpy as np
 import torch
 
+from llmcourse.validate import check_int, check_number
+
 CORPUS_LICENCE = ("Python documentation, Copyright (c) 2001-2023 Python Software Foundation; "
                   "Python Software Foundation License Version 2")
 
@@ -172,12 +174,10 @@ def random_markov_source(alphabet: str = "abcdefgh", order: int = 2,
     gives nearly uniform rows (entropy rate near log(len(alphabet))). Every probability is
     kept above zero, so every context can follow every other and the chain is ergodic.
     """
-    if order < 1:
-        raise ValueError(f"order must be at least 1; got {order}")
+    check_int(order, "order")
     if len(alphabet) < 2 or len(set(alphabet)) != len(alphabet):
         raise ValueError(f"alphabet must have at least 2 distinct characters; got {alphabet!r}")
-    if not (concentration > 0 and math.isfinite(concentration)):
-        raise ValueError(f"concentration must be a positive number; got {concentration!r}")
+    check_number(concentration, "concentration", above=0)
     rng = np.random.default_rng(seed)
     probs = rng.dirichlet([concentration] * len(alphabet), size=len(alphabet) ** order)
     probs = np.maximum(probs, 1e-4)

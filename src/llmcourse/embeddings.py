@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from llmcourse.validate import is_int
+from llmcourse.validate import check_int, is_int
 
 # --- 1. lookup -----------------------------------------------------------------------------------
 
@@ -143,8 +143,7 @@ class WordVocab:
 
     @classmethod
     def build(cls, tokens: list[str], size: int) -> "WordVocab":
-        if size < 1:
-            raise ValueError(f"size must be a positive int; got {size!r}")
+        check_int(size, "size")
         common = Counter(tokens).most_common(size)
         return cls([w for w, _ in common], torch.tensor([n for _, n in common], dtype=torch.float64))
 
@@ -177,8 +176,7 @@ def skipgram_pairs(ids: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.
     """
     if ids.dim() != 1:
         raise ValueError(f"ids must be 1-D (n,); got shape {tuple(ids.shape)}")
-    if window < 1:
-        raise ValueError(f"window must be at least 1; got {window}")
+    check_int(window, "window")
     centres, contexts = [], []
     for offset in range(1, min(window, len(ids) - 1) + 1):
         centres += [ids[:-offset], ids[offset:]]   # the word `offset` places to the right ...
@@ -320,8 +318,7 @@ def sinusoidal_positions(n_positions: int, d_model: int, base: float = 10000.0) 
     positions, the last pair almost not at all. Positions count from 0.
     """
     _check_pairs(d_model, "d_model")
-    if n_positions < 1:
-        raise ValueError(f"n_positions must be at least 1; got {n_positions}")
+    check_int(n_positions, "n_positions")
     pos = torch.arange(n_positions, dtype=torch.float64).unsqueeze(1)            # (t, 1)
     freq = base ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (d/2,)  1 / base^(2i/d)
     pe = torch.empty(n_positions, d_model, dtype=torch.float64)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmcourse.multihead import MultiHeadAttention
-from llmcourse.validate import check_int
+from llmcourse.validate import check_int, check_number
 
 KVCache = list  # one (keys, values) pair per layer, each (batch, heads, t_past, d_head)
 
@@ -173,8 +173,7 @@ class GPT(nn.Module):
         temperature scales the logits before the softmax (0 = always the most likely token).
         The whole (cropped) prefix is recomputed every step: simple, not fast.
         """
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0; got {temperature}")
+        check_number(temperature, "temperature", minimum=0)
         for _ in range(max_new_tokens):
             context = idx[:, -self.config.context_length:]                  # (B, <= context_length)
             logits = self(context)[0][:, -1, :]                             # (B, V): the next token's scores

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from llmcourse.model import eval_mode
 from llmcourse.train import TrainConfig, TrainingHistory, make_optimizer, optimizer_step
+from llmcourse.validate import check_int, check_number
 
 
 
@@ -107,8 +108,7 @@ class MoE(nn.Module):
 
     def __init__(self, d_model: int, d_hidden: int, n_experts: int, top_k: int = 1, bias: bool = True):
         super().__init__()
-        if n_experts < 1:
-            raise ValueError(f"n_experts must be at least 1; got {n_experts}")
+        check_int(n_experts, "n_experts")
         if not 1 <= top_k <= n_experts:
             raise ValueError(f"top_k must be between 1 and n_experts={n_experts}; got {top_k}")
         self.d_model, self.n_experts, self.top_k = d_model, n_experts, top_k
@@ -208,8 +208,7 @@ def train_lm(model: TinyLM, train_tokens: torch.Tensor, val_tokens: torch.Tensor
     of every step and the validation loss (nats per token, on 2,048 fixed windows) every
     `eval_every` steps and after the last one.
     """
-    if aux_weight < 0:
-        raise ValueError(f"aux_weight must be >= 0; got {aux_weight}")
+    check_number(aux_weight, "aux_weight", minimum=0)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     n = model.n_context

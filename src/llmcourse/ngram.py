@@ -399,8 +399,7 @@ def train_bigram_logits(counts: torch.Tensor, steps: int, learning_rate: float,
     Returns the learned (V, V) logits and the loss before each step.
     """
     check_int(steps, "steps", 0)
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be positive; got {learning_rate!r}")
+    check_number(learning_rate, "learning_rate", above=0)
     logits = torch.zeros_like(counts) if logits is None else logits.clone()
     losses = []
     for _ in range(steps):

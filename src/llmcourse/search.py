@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from llmcourse.validate import check_int
+from llmcourse.validate import check_int, check_number
 
 Bounds = Sequence[tuple[float, float]]
 
@@ -147,8 +147,7 @@ def gp_posterior(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
         raise ValueError(f"x_train must be (n, D) and y_train (n,); got {tuple(x_train.shape)}, {tuple(y_train.shape)}")
     if x_test.dim() != 2 or x_test.shape[1] != x_train.shape[1]:
         raise ValueError(f"x_test must be (m, {x_train.shape[1]}); got {tuple(x_test.shape)}")
-    if not noise >= 0:
-        raise ValueError(f"noise must be >= 0; got {noise!r}")
+    check_number(noise, "noise", minimum=0)
     K = rbf_kernel(x_train, x_train, lengthscale, variance) + noise * torch.eye(len(x_train), dtype=x_train.dtype)
     L = torch.linalg.cholesky(K)                                             # (n, n), K = L L^T
     k_star = rbf_kernel(x_train, x_test, lengthscale, variance)              # (n, m)

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from llmcourse import checkpoints
 from llmcourse.model import GPT, GPTConfig, eval_mode, training_flops_per_token, unwrap
 from llmcourse.runtime import default_threads, pick_device, seed_everything
+from llmcourse.validate import check_int
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,7 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("max_steps", "batch_size", "eval_interval", "eval_batches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be at least 1; got {getattr(self, name)}")
+            check_int(getattr(self, name), f"TrainConfig.{name}")
         if not 0 <= self.min_lr <= self.learning_rate:
             raise ValueError(f"TrainConfig needs 0 <= min_lr <= learning_rate; got {self.min_lr}, {self.learning_rate}")
 
