@@ -62,8 +62,7 @@ def random_prompt(rng: random.Random) -> str:
 
 def prompts(n: int, seed: int = 0) -> list[str]:
     """n instructions, reproducible from `seed`."""
-    if n < 1:
-        raise ValueError(f"n must be a positive int; got {n!r}")
+    check_int(n, "n")
     rng = random.Random(seed)
     return [random_prompt(rng) for _ in range(n)]
 
