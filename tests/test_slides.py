@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ import nbformat
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from llmcourse.course import slides
 from llmcourse.course.slides import build_slides, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -245,12 +247,89 @@ def test_deck_that_would_use_the_network_is_refused(tmp_path, vendor_dir):
         build_or_skip(tmp_path, tmp_path / "out", vendor_dir)
 
 
-def test_every_lesson_deck_works_offline(tmp_path, vendor_dir, open_deck):
-    lessons = REPO / "lessons"
-    if not list(lessons.glob("*.ipynb")):
-        pytest.skip("lessons/ has no notebooks yet")
-    for deck_path in build_or_skip(lessons, tmp_path / "slides", vendor_dir):
-        deck = open_deck(deck_path)
-        visit_every_slide(deck.page)
-        assert deck.page.locator("pre.mermaid:not([data-processed])").count() == 0, deck.name
-        deck.assert_healthy()
+def deck_notebook(tmp_path: Path, name: str, cells: list) -> Path:
+    """A folder holding one lesson notebook made of `cells`."""
+    lessons = tmp_path / "lessons"
+    lessons.mkdir(exist_ok=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), lessons / name)
+    return lessons
+
+
+def code_cell(source: str, printed: str, tags: tuple[str, ...] = ()) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell(source, metadata={"tags": list(tags)} if tags else {})
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=printed)]
+    return cell
+
+
+def test_code_is_hidden_on_slides_unless_tagged(tmp_path, vendor_dir):
+    lessons = deck_notebook(tmp_path, "demo.ipynb", [
+        code_cell("hidden_variable = 6 * 7\nprint(hidden_variable)", "forty-two printed\n"),
+        code_cell("shown_snippet = 'short'\nprint(shown_snippet)", "short printed\n", tags=("slide-code",)),
+    ])
+    (deck,) = build_or_skip(lessons, tmp_path / "out", vendor_dir)
+    page = deck.read_text(encoding="utf-8")
+    assert "forty-two printed" in page and "hidden_variable" not in page      # output shown, code hidden
+    assert "short printed" in page and "shown_snippet" in page                # the tagged cell keeps its code
+    assert "In&nbsp;[" not in page and "In [" not in page                     # no prompts on slides
+
+
+def test_index_and_page_titles_come_from_the_unit_table(tmp_path, vendor_dir):
+    heading = nbformat.v4.new_markdown_cell("# Some other heading")
+    lessons = deck_notebook(tmp_path, "11_context.ipynb", [heading])
+    nbformat.write(nbformat.v4.new_notebook(cells=[heading], metadata={"title": "Old (slides)"}),
+                   lessons / "10_inference.ipynb")
+    decks = build_or_skip(lessons, tmp_path / "out", vendor_dir)
+    index = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert "10 · Inference-time hyperparameters" in index and "11 · The prompt and the context" in index
+    assert "(slides)" not in index
+    assert "<title>10 · Inference-time hyperparameters slides</title>" in decks[0].read_text(encoding="utf-8")
+
+
+def test_the_first_build_says_what_it_fetches(tmp_path, monkeypatch):
+    """A first build downloads about 165 MB: each package is announced, then its size and time."""
+    def fake_npm_pack(package, folder):
+        source = folder / "package"
+        source.mkdir()
+        (source / "LICENSE").write_text("MIT")
+        tarball = folder / f"{package.name}.tgz"
+        with tarfile.open(tarball, "w:gz") as archive:
+            archive.add(source, arcname="package")
+        return tarball
+
+    monkeypatch.setattr(slides, "npm_pack", fake_npm_pack)
+    messages = []
+    folder = slides.fetch_package(slides.MERMAID, tmp_path / "vendor", messages.append)
+    assert (folder / "LICENSE").read_text() == "MIT"
+    assert messages[0].startswith("fetching mermaid 11.17.2 from the npm registry")
+    assert re.fullmatch(r"  mermaid: [0-9.]+ MB in [0-9]+ s", messages[1])
+    slides.fetch_package(slides.MERMAID, tmp_path / "vendor", messages.append)
+    assert len(messages) == 2                                                   # cached: nothing to say
+
+
+def test_command_line_prints_progress(tmp_path, capsys, vendor_dir):
+    lessons = deck_notebook(tmp_path, "demo.ipynb", [nbformat.v4.new_markdown_cell("# Demo")])
+    if not all((vendor_dir / package.cache_name).is_dir() for package in slides.VENDOR_PACKAGES):
+        skip_unless_ci("the slide libraries are not downloaded yet")
+    assert main(["--lessons", str(lessons), "--out", str(tmp_path / "out"), "--vendor", str(vendor_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "deck 1 of 1: demo.ipynb" in out and "1 decks written; open" in out
+
+
+def test_the_speaker_view_shows_each_formula_once(tmp_path, vendor_dir, open_deck):
+    """MathJax keeps a hidden MathML copy of every formula; the speaker view, which has no MathJax
+    styles, must not show both ("QKᵀ QKᵀ")."""
+    slide = nbformat.v4.new_markdown_cell("## Attention", metadata={"slideshow": {"slide_type": "slide"}})
+    notes = nbformat.v4.new_markdown_cell("compare is $QK^T$, then $$\\sqrt{d_k}$$",
+                                          metadata={"slideshow": {"slide_type": "notes"}})
+    lessons = deck_notebook(tmp_path, "formula.ipynb", [slide, notes])
+    (deck_path,) = build_or_skip(lessons, tmp_path / "out", vendor_dir)
+    deck = open_deck(deck_path)
+    with deck.page.expect_popup() as popup:
+        deck.page.keyboard.press("s")
+    speaker_view = popup.value
+    speaker_view.wait_for_function("() => document.querySelector('.speaker-controls-notes')?.innerText.includes('compare')")
+    notes_view = speaker_view.locator(".speaker-controls-notes")
+    assert notes_view.locator("math").count() == 2                              # each formula once, as MathML
+    assert notes_view.locator(".mjx-math").count() == 0
+    assert "QKT" not in notes_view.inner_text().replace(" ", "").replace("\n", "")  # no flat copy beside it
+    deck.assert_healthy()

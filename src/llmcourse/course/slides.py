@@ -8,6 +8,10 @@ client), keeps them in a cache folder, and copies what the decks need next to
 them. The output folder is self-contained: an instructor can zip it, and the
 decks open from disk with no network.
 
+A deck is a talk, not the notebook pasted: code cells show their output and hide
+their code, unless the cell carries the tag ``slide-code`` (for a short snippet
+worth reading aloud). The right arrow visits every slide in order.
+
 Usage::
 
     python -m llmcourse slides [--lessons lessons] [--out build/slides]
@@ -23,6 +27,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -35,6 +41,7 @@ from llmcourse.course.notebook import read_notebook
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 TEMPLATE_NAME = "offline_reveal"
 VENDOR_SUBDIR = "vendor"
+SHOW_CODE_TAG = "slide-code"  # a code cell with this tag shows its code on the slide
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,7 @@ def build_slides(
     lessons_dir: str | Path = "lessons",
     out_dir: str | Path = "build/slides",
     vendor_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Convert every ``*.ipynb`` in ``lessons_dir`` into an offline slide deck.
 
@@ -106,6 +114,9 @@ def build_slides(
     links to all decks, and ``out_dir/vendor/`` holds the JavaScript they load.
     Libraries are downloaded with ``npm pack`` into ``vendor_dir`` (default
     ``build/vendor``) only when missing there, so later builds need no network.
+
+    ``progress`` (e.g. ``print``) is told what is happening: each download and
+    each deck, so a first build (about 165 MB from the registry) is not silent.
 
     Returns the paths of the decks written, in file-name order.
     Raises ValueError naming the file if a notebook does not parse or its slides
@@ -119,12 +130,15 @@ def build_slides(
         raise NotADirectoryError(f"{lessons_dir}: no such folder of lessons")
     notebooks = {path: read_notebook(path) for path in sorted(lessons_dir.glob("*.ipynb"))}
 
+    progress = progress or (lambda message: None)
     out_dir.mkdir(parents=True, exist_ok=True)
-    copy_vendor_files(vendor_dir, out_dir / VENDOR_SUBDIR)
+    copy_vendor_files(vendor_dir, out_dir / VENDOR_SUBDIR, progress)
     exporter = make_exporter()
     titles = {}
-    for path, notebook in notebooks.items():
-        titles[write_deck(exporter, path, notebook, out_dir)] = deck_title(path, notebook)
+    for number, (path, notebook) in enumerate(notebooks.items(), start=1):
+        progress(f"deck {number} of {len(notebooks)}: {path.name}")
+        title = deck_title(path, notebook)
+        titles[write_deck(exporter, path, notebook, out_dir, title)] = title
     write_index(out_dir, titles)
     return list(titles)
 
@@ -136,6 +150,8 @@ def make_exporter() -> SlidesExporter:
         template_name=TEMPLATE_NAME,
         extra_template_basedirs=[str(TEMPLATES_DIR)],
         reveal_theme="white",
+        exclude_input_prompt=True,   # "In [3]:" takes width and says nothing to a room
+        exclude_output_prompt=True,
         reveal_url_prefix=f"{vendor}/{REVEAL.name}",
         mathjax_url=f"{vendor}/{MATHJAX.name}/MathJax.js?config=TeX-AMS_CHTML-full,Safe",
         mermaid_js_url=f"{vendor}/{MERMAID.name}/dist/mermaid.min.js",
@@ -145,10 +161,18 @@ def make_exporter() -> SlidesExporter:
 
 
 def write_deck(
-    exporter: SlidesExporter, path: Path, notebook: nbformat.NotebookNode, out_dir: Path
+    exporter: SlidesExporter,
+    path: Path,
+    notebook: nbformat.NotebookNode,
+    out_dir: Path,
+    title: str | None = None,
 ) -> Path:
-    """Export one notebook to ``out_dir/<stem>.slides.html`` and return that path."""
-    notebook = without_widget_state(notebook)
+    """Export one notebook to ``out_dir/<stem>.slides.html`` and return that path.
+
+    ``title`` becomes the page's title (the index's title for the deck)."""
+    notebook = with_code_hidden(without_widget_state(notebook))
+    if title:
+        notebook.metadata["title"] = title
     body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": path.stem}})
     external = external_resources(body)
     if external:
@@ -166,6 +190,15 @@ def without_widget_state(notebook: nbformat.NotebookNode) -> nbformat.NotebookNo
     """
     notebook = nbformat.from_dict(notebook)  # a deep copy
     notebook.metadata.pop("widgets", None)
+    return notebook
+
+
+def with_code_hidden(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The notebook with the code of every code cell hidden on its slide (the output
+    stays), except cells tagged ``slide-code``. Changes ``notebook`` and returns it."""
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and SHOW_CODE_TAG not in cell.metadata.get("tags", []):
+            cell.metadata["transient"] = {"remove_source": True}
     return notebook
 
 
@@ -208,10 +241,12 @@ def write_index(out_dir: Path, titles: dict[Path, str | None]) -> Path:
     return index
 
 
-def copy_vendor_files(vendor_dir: Path, target: Path) -> None:
+def copy_vendor_files(
+    vendor_dir: Path, target: Path, progress: Callable[[str], None] | None = None
+) -> None:
     """Copy the files the decks need from the vendor cache into ``target``."""
     for package in VENDOR_PACKAGES:
-        source = fetch_package(package, vendor_dir)
+        source = fetch_package(package, vendor_dir, progress)
         for relative in package.files:
             origin, destination = source / relative, target / package.name / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
@@ -221,17 +256,25 @@ def copy_vendor_files(vendor_dir: Path, target: Path) -> None:
                 shutil.copy2(origin, destination)
 
 
-def fetch_package(package: VendorPackage, vendor_dir: Path) -> Path:
-    """Return the package's folder in the vendor cache, downloading it if absent."""
+def fetch_package(
+    package: VendorPackage, vendor_dir: Path, progress: Callable[[str], None] | None = None
+) -> Path:
+    """Return the package's folder in the vendor cache, downloading it if absent
+    (and telling ``progress`` before and after the download)."""
     folder = vendor_dir / package.cache_name
     if folder.is_dir():
         return folder
+    progress = progress or (lambda message: None)
+    progress(f"fetching {package.name} {package.version} from the npm registry (first build only) ...")
+    started = time.perf_counter()
     vendor_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=vendor_dir) as scratch:
         tarball = npm_pack(package, Path(scratch))
+        megabytes = tarball.stat().st_size / 1e6
         unpacked = Path(scratch) / "unpacked"
         extract_tarball(tarball, unpacked)
         unpacked.rename(folder)  # atomic: the cache never holds half a package
+    progress(f"  {package.name}: {megabytes:.1f} MB in {time.perf_counter() - started:.0f} s")
     return folder
 
 
@@ -279,13 +322,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        decks = build_slides(args.lessons, args.out, args.vendor)
+        decks = build_slides(
+            args.lessons, args.out, args.vendor, progress=lambda line: print(line, flush=True)
+        )
     except (ValueError, RuntimeError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    for deck in decks:
-        print(deck)
-    print(Path(args.out) / "index.html")
+    print(f"{len(decks)} decks written; open {Path(args.out) / 'index.html'}")
     return 0
 
 
