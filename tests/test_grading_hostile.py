@@ -8,7 +8,7 @@ grades), the batch completes, no process a submission started is left running, a
 outside the results folder changes. A second, smaller batch runs without Landlock, where as root
 the worker's own user and namespaces are all that keep it in its box.
 
-Short limits (3 s a cell, 5 s of the grader's own CPU time per submission) keep the suite's run
+Short limits (3 s a cell, 2 s of the grader's own CPU time per submission) keep the suite's run
 time small; the batches print their time.
 """
 from __future__ import annotations
@@ -40,7 +40,8 @@ ALL = tuple(POINTS)
 MARK = "llmcourse-hostile"  # in the environment of every process a submission starts
 LANDLOCK = sandbox.landlock_abi() > 0
 ROOT_USER = os.geteuid() == 0
-LIMITS = ["--cell-timeout", "3", "--total-timeout", "60", "--grader-timeout", "5", "--memory", "3G"]
+GRADER_S = 2  # the grader's own CPU seconds per submission: honest ones need well under 0.5
+LIMITS = ["--cell-timeout", "3", "--total-timeout", "60", "--grader-timeout", str(GRADER_S), "--memory", "3G"]
 
 
 def earns(*questions: str) -> float:
@@ -413,7 +414,7 @@ def test_a_forged_answer_costs_only_its_own_submission(batch):
 
 def test_work_without_bound_stays_out_of_the_grader(batch):
     text = report(batch, "hash_collision")
-    assert "took more than 5 s of CPU time" in text and "q4: not graded" in text
+    assert f"took more than {GRADER_S} s of CPU time" in text and "q4: not graded" in text
     assert "total time limit" not in report(batch, "hash_collision")
     magic = report(batch, "big_magic")
     assert "ran longer than the limit of 3 s" in magic  # rewriting its magics ran in its own process

@@ -13,7 +13,10 @@ The public API, for tools that grade notebooks (a class's, or a student's own):
 - `load_unit(path) -> Unit` and `find_solution(name, solutions_dir) -> Path` (module `unit`);
 - `grade_submission(unit, student, path, limits, ...) -> SubmissionResult` and `grade_batch`
   (module `grader`); `SubmissionResult`, `QuestionResult`, `ManualResult` (module `results`);
-- `Limits` (module `sandbox`): seconds per cell, per submission, memory, the grader's own time.
+- `Limits` (module `sandbox`): seconds per cell, per submission, memory, the grader's own time;
+  `ConfinementError` (module `sandbox`): raised by `grade_submission` where the student's code
+  cannot be confined (not root and no Landlock) unless `unconfined=True` is passed, which a
+  student grading their own notebook may do (the code is theirs and runs as them anyway).
 
 The modules: `cli` (the command line), `unit` (a unit's solutions), `submissions` (finding and
 reading submissions safely), `grader` (one submission, a batch), `session` (the worker's life,
@@ -24,8 +27,8 @@ user, namespaces, Landlock, killing, hashing) and `wire` (the pipe and safe valu
 from llmcourse.course.grading.cli import main
 from llmcourse.course.grading.grader import grade_batch, grade_submission
 from llmcourse.course.grading.results import ManualResult, QuestionResult, SubmissionResult
-from llmcourse.course.grading.sandbox import Limits
+from llmcourse.course.grading.sandbox import ConfinementError, Limits
 from llmcourse.course.grading.unit import Unit, find_solution, load_unit
 
-__all__ = ["Limits", "ManualResult", "QuestionResult", "SubmissionResult", "Unit", "find_solution",
+__all__ = ["ConfinementError", "Limits", "ManualResult", "QuestionResult", "SubmissionResult", "Unit", "find_solution",
            "grade_batch", "grade_submission", "load_unit", "main"]

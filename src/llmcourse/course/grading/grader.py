@@ -327,8 +327,9 @@ def grade_submission(unit: Unit, student: str, path: Path | str, limits: Limits 
     result = SubmissionResult(student, unit.name, str(path))
     before = {label: sandbox.tree_hash(p) for label, p in (protected or {}).items()}
     try:
-        submission, nb = _read(unit, path)
-    except Exception as exc:
+        with grader_clock(result, limits):  # reading is the grader's work too, on the student's bytes
+            submission, nb = _read(unit, path)
+    except (Exception, GraderTimeout) as exc:
         result.problems.append(f"the notebook could not be read: {type(exc).__name__}: {quote(str(exc), 300)}")
         result.questions = _not_graded(unit, "the notebook could not be read")
     else:

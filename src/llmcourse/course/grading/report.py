@@ -74,7 +74,7 @@ def text_report(result: SubmissionResult) -> str:
     if result.manual:
         head += f" graded automatically, + {_number(result.manual_points)} points graded by hand"
     lines = [head, f"(graded in {result.seconds:.1f} s, {result.grader_seconds:.1f} s of it the grader's own work; "
-             f"sandbox: {result.sandbox})", ""]
+             f"sandbox: {result.sandbox or 'none, nothing was run'})", ""]
     if result.unsafe:
         lines[1:1] = [f"UNSAFE: {result.unsafe}"]
     for q in result.questions:
