@@ -1,110 +1,104 @@
-"""The unit 12 checks: they pass correct answers and name each classic mistake."""
+"""The unit 12 checks: they pass correct answers, fail the stub and name each classic mistake."""
 import math
 
 import pytest
 import torch
 
+from llmcourse import moe as lib
 from llmcourse.checks import CheckFailure
 from llmcourse.checks import moe as check
 
 
-def gates(logits, k):
+def route(logits, k, *, renormalise=True, no_e=False, gates_for_p=False, per_token=False):
     probs = logits.softmax(-1)
-    values, idx = probs.topk(k, -1)
-    return torch.zeros_like(probs).scatter(-1, idx, values / values.sum(-1, keepdim=True))
+    top, idx = probs.topk(k, -1)
+    if renormalise:
+        top = top / top.sum(-1, keepdim=True)
+    gates = torch.zeros_like(probs).scatter(-1, idx, top)
+    counts = torch.bincount(idx.flatten(), minlength=logits.shape[-1]).to(probs.dtype)
+    f = counts / (logits.shape[0] if per_token else counts.sum())
+    P = (gates if gates_for_p else probs).mean(0)
+    return gates, idx, (1 if no_e else logits.shape[-1]) * (f * P).sum()
 
 
-def switch(probs, index):
-    E = probs.shape[1]
-    f = torch.bincount(index, minlength=E).to(probs.dtype) / len(index)
-    return E * (f * probs.mean(0)).sum()
+def moe_forward(moe, x, *, dense=False, no_gates=False):
+    gates, indices, loss = route(moe.router(x), moe.top_k)
+    out = torch.zeros_like(x)
+    for e, expert in enumerate(moe.experts):
+        rows = torch.arange(len(x)) if dense else (indices == e).any(-1).nonzero().squeeze(-1)
+        weight = (gates[rows, e] > 0).to(x.dtype) if no_gates else gates[rows, e]
+        out.index_add_(0, rows, weight[:, None] * expert(x[rows]))
+    return out, loss
 
 
-def counts(d, h, E, k):
-    expert = 2 * d * h + h + d
-    return d * E + E * expert, d * E + k * expert
+def measure():
+    _, indices, loss = route(check.routing_logits(), check.TOP_K)
+    counts = torch.bincount(indices.flatten(), minlength=check.EXPERTS)
+    cap = math.ceil(check.CAPACITY_FACTOR * check.TOKENS * check.TOP_K / check.EXPERTS)
+    return float((counts - cap).clamp(min=0).sum()) / indices.numel(), float(loss), int((counts > cap).sum())
 
 
 def test_correct_answers_pass(capsys):
     for seed in (0, 1, 11, 12):
-        check.q1(gates, seed=seed)
-        check.q2(switch, seed=seed)
-        check.q3(counts, seed=seed)
-        check.q4(lambda idx, E: torch.bincount(idx.flatten(), minlength=E), seed=seed)
-        check.q5(lambda n, E, k, c: math.ceil(c * n * k / E), seed=seed)
-    assert capsys.readouterr().out.count("✓") == 20
+        check.q1(route, seed=seed)
+        check.q2(moe_forward, route, seed=seed)
+    check.q1(lambda logits, k: (lambda g, i, p: (g, i, lib.load_balancing_loss(p, i)))(*lib.top_k_gating(logits, k)))
+    dropped, loss, over = measure()
+    check.q3(dropped, loss, route)
+    check.q4(over)
+    assert capsys.readouterr().out.count("✓") == 11
+    assert 0 < dropped < 0.5 and 0 < over < check.EXPERTS          # the experiment shows something
 
 
-def _fails(q, func, match):
-    with pytest.raises(CheckFailure, match=match):
-        q(func)
+@pytest.mark.parametrize("kw,message", [
+    ({"renormalise": False}, "not renormalised"),
+    ({"no_e": True}, "factor E"),
+    ({"gates_for_p": True}, "from the gates"),
+    ({"per_token": True}, "number of tokens"),
+])
+def test_q1_names_the_mistake(kw, message):
+    with pytest.raises(CheckFailure, match=message):
+        check.q1(lambda logits, k: route(logits, k, **kw))
 
 
-def test_q1_mistakes():
-    def no_renorm(logits, k):
-        probs = logits.softmax(-1)
-        v, i = probs.topk(k, -1)
-        return torch.zeros_like(probs).scatter(-1, i, v)
-
-    def zero_mask(logits, k):
-        i = logits.topk(k, -1).indices
-        keep = torch.zeros_like(logits).scatter(-1, i, 1.0)
-        return logits.masked_fill(keep == 0, 0.0).softmax(-1)
-
-    def argmax(logits, k):
-        probs = logits.softmax(-1)
-        return torch.zeros_like(probs).scatter(-1, probs.argmax(-1, keepdim=True), 1.0)
-
-    def smallest(logits, k):
-        probs = logits.softmax(-1)
-        v, i = probs.topk(k, -1, largest=False)
-        return torch.zeros_like(probs).scatter(-1, i, v / v.sum(-1, keepdim=True))
-
-    _fails(check.q1, no_renorm, "not renormalised")
-    _fails(check.q1, zero_mask, "not -inf")
-    _fails(check.q1, argmax, "argmax picks ONE expert")
-    _fails(check.q1, smallest, "smallest k")
-    _fails(check.q1, lambda logits, k: logits.softmax(-1), "full softmax")
-    # Mixtral's form (top-k on the logits, softmax over those k) is the same gate: it passes
-    check.q1(lambda logits, k: torch.full_like(logits, float("-inf")).scatter(
-        -1, logits.topk(k, -1).indices, logits.topk(k, -1).values).softmax(-1))
+def test_q1_argmax_and_shape():
+    def argmax_route(logits, k):
+        g, i, loss = route(logits, 1)
+        return torch.zeros_like(g).scatter(-1, i, 1.0), i, loss
+    with pytest.raises(CheckFailure, match="argmax"):
+        check.q1(lambda logits, k: argmax_route(logits, k) if k > 1 else route(logits, k))
+    with pytest.raises(CheckFailure, match="should return a tuple"):
+        check.q1(lambda logits, k: route(logits, k)[0])
 
 
-def test_q2_mistakes():
-    def no_factor(probs, index):
-        return switch(probs, index) / probs.shape[1]
-
-    def f_from_probs(probs, index):
-        P = probs.mean(0)
-        return probs.shape[1] * (P * P).sum()
-
-    def raw_counts(probs, index):
-        E = probs.shape[1]
-        return E * (torch.bincount(index, minlength=E).to(probs.dtype) * probs.mean(0)).sum()
-
-    _fails(check.q2, no_factor, "factor N_E")
-    _fails(check.q2, f_from_probs, "from the probabilities")
-    _fails(check.q2, raw_counts, "counts, not fractions")
-    _fails(check.q2, lambda p, i: torch.stack([switch(p, i)] * 2), "scalar")
+def test_q2_names_the_mistake_and_blames_q1():
+    with pytest.raises(CheckFailure, match="every expert ran on every token"):
+        check.q2(lambda moe, x: moe_forward(moe, x, dense=True), route)
+    with pytest.raises(CheckFailure, match="without their gates"):
+        check.q2(lambda moe, x: moe_forward(moe, x, no_gates=True), route)
+    with pytest.raises(CheckFailure, match="your `route` from q1 is not right yet"):
+        check.q2(moe_forward, lambda logits, k: route(logits, k, no_e=True))
 
 
-def test_q3_mistakes():
-    _fails(check.q3, lambda d, h, E, k: (counts(d, h, E, k)[0],) * 2, "every expert was counted as active")
-    _fails(check.q3, lambda d, h, E, k: (E * (2 * d * h + h + d), k * (2 * d * h + h + d)), "router")
-    _fails(check.q3, lambda d, h, E, k: (counts(d, h, E, k)[0], k * (2 * d * h + h + d)), "runs for every token")
-    _fails(check.q3, lambda d, h, E, k: (d * E + E * 2 * d * h, d * E + k * 2 * d * h), "biases")
-    _fails(check.q3, lambda d, h, E, k: (d * E + E * (d * h + h + d), d * E + k * (d * h + h + d)), "two matrices")
-    _fails(check.q3, lambda d, h, E, k: counts(d, h, E, k)[0], "tuple")
+def test_q3_q4_compare_with_their_own_run():
+    dropped, loss, over = measure()
+    with pytest.raises(CheckFailure, match="your `route` from q1 is not right yet"):
+        check.q3(dropped, loss, lambda logits, k: route(logits, k, renormalise=False))
+    with pytest.raises(CheckFailure, match="not answered yet"):
+        check.q3(None, None, route)
+    with pytest.raises(CheckFailure, match="number of slots"):
+        check.q3(dropped * check.TOP_K, loss, route)
+    with pytest.raises(CheckFailure, match="balance_loss"):
+        check.q3(dropped, loss + 0.1, route)
+    with pytest.raises(CheckFailure, match="BELOW capacity"):
+        check.q4(check.EXPERTS - over)
+    with pytest.raises(CheckFailure, match="not answered yet"):
+        check.q4(None)
 
 
-def test_q4_mistakes():
-    _fails(check.q4, lambda idx, E: torch.bincount(idx.flatten()), "no tokens is missing")
-    _fails(check.q4, lambda idx, E: torch.bincount(idx[:, 0], minlength=E), "only the first column")
-    _fails(check.q4, lambda idx, E: torch.bincount(idx.flatten(), minlength=E) / idx.numel(), "fractions")
-
-
-def test_q5_mistakes():
-    _fails(check.q5, lambda n, E, k, c: math.ceil(c * n / E), "top_k is missing")
-    _fails(check.q5, lambda n, E, k, c: math.floor(c * n * k / E), "rounded down")
-    _fails(check.q5, lambda n, E, k, c: math.ceil(n * k / E), "capacity factor is missing")
-    _fails(check.q5, lambda n, E, k, c: c * n * k / E, "not rounded")
+def test_every_question_has_a_kind_and_stepped_hints(capsys):
+    assert set(check.QUESTION_KINDS) == {"q1", "q2", "q3", "q4", "q5"}
+    for question, steps in check.HINTS.items():
+        assert len(steps) >= 2
+        check.hint(question)
+        assert f"Hint 1 of {len(steps)} for {question}" in capsys.readouterr().out
