@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     if landlock == "required" and sandbox.landlock_abi() == 0:
         print("error: --require-landlock, but this kernel has no Landlock", file=sys.stderr)
         return 2
+    why = sandbox.unconfinable(landlock)
+    if why and not args.unsafe_unconfined:
+        print(f"error: {sandbox.ConfinementError(why)}", file=sys.stderr)
+        return 2
     limits = sandbox.Limits(cell_s=args.cell_timeout, total_s=args.total_timeout, memory_bytes=args.memory,
                             grader_s=args.grader_timeout)
     manual = f"; {unit.manual_points:g} more points graded by hand" if unit.manual else ""

@@ -238,15 +238,6 @@ def make_scratch() -> Path:
     return scratch
 
 
-def _give_to_worker(scratch: Path) -> None:
-    """Make the worker's user own everything in its scratch folder (when it runs as nobody)."""
-    if sandbox.worker_identity() != "nobody":
-        return
-    for root, dirs, files in os.walk(scratch):
-        for name in [root, *(os.path.join(root, d) for d in dirs), *(os.path.join(root, f) for f in files)]:
-            os.lchown(name, sandbox.NOBODY, sandbox.NOBODY)
-
-
 def _finish_session(session: Session, result: SubmissionResult) -> None:
     """Kill the worker and everything it started; record what happened to it."""
     session.kill()
@@ -271,7 +262,7 @@ def _grade_in_worker(unit: Unit, result: SubmissionResult, submission: tuple[Pat
     why = "grading of this notebook stopped (see the problems below)"
     try:
         result.problems += [f"not copied: {note}" for note in copy_submission(*submission, session.scratch / "submission")]
-        _give_to_worker(session.scratch)
+        session.give_scratch()
         with grader_clock(result, session.limits):
             _run_steps(unit, steps, answers, session, result)
     except ConfinementError:

@@ -61,6 +61,11 @@ class Limits:
 class ConfinementError(Exception):
     """The worker could not be confined on this machine, and the instructor did not allow that."""
 
+    def __init__(self, why: str) -> None:
+        super().__init__(f"the student's code cannot be confined on this machine: {why}. Grade as root, or on "
+                         "Linux with Landlock, or pass --unsafe-unconfined (grade_submission: unconfined=True) "
+                         "to grade anyway; every report and grades.csv then say so")
+
 
 # --- in the child, between fork and exec ------------------------------------------------------------
 
@@ -100,12 +105,19 @@ def drop_capabilities() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
 
 
-def worker_identity(unconfined: bool = False) -> str:
-    """Who the worker runs as: "self" when the grader is not root; as root "nobody", or, only when the
-    instructor allowed an unconfined worker, "no-capabilities" (uid 0 without any capability)."""
-    if os.geteuid() != 0:
-        return "self"
-    return "no-capabilities" if unconfined else "nobody"
+def worker_identity() -> str:
+    """Who the worker runs as: "self" when the grader is not root, else "nobody". (A third identity,
+    "no-capabilities", uid 0 without any capability, is used only where user nobody cannot run this
+    Python at all and the instructor allowed an unconfined worker.)"""
+    return "nobody" if os.geteuid() == 0 else "self"
+
+
+def unconfinable(landlock: str | bool) -> str:
+    """Why the worker cannot be confined here, known before any worker starts ("" if it may be):
+    not root, and no Landlock. (As root, the worker itself finds out whether namespaces work.)"""
+    if os.geteuid() != 0 and (not landlock or landlock_abi() == 0):
+        return "not root, and no Landlock: the code would run as the grader's own user"
+    return ""
 
 
 # --- namespaces (called by the zygote and the worker as root, before any student code) ----------------

@@ -122,7 +122,7 @@ class Session:
                  hide: list[str] | None = None, unconfined: bool = False) -> None:
         self.launcher, self.scratch, self.limits, self.log = launcher, scratch, limits, log
         self.landlock, self.hide, self.unconfined = landlock, [str(p) for p in hide or []], unconfined
-        self.identity = sandbox.worker_identity(unconfined)
+        self.identity = sandbox.worker_identity()
         self.used = 0.0      # seconds spent waiting for the worker: the student's time
         self.dropped = 0     # bytes of the notebook's output beyond Limits.output_bytes
         self.pid: int | None = None
@@ -131,6 +131,13 @@ class Session:
         self.restarts, self.seq, self.stray = 0, 0, 0
         self.sandbox, self.unsafe = "not started", ""
         self.request_fd = self.reply_fd = -1
+
+    def give_scratch(self) -> None:
+        """Make the worker's user own everything in its scratch folder (it may write only there)."""
+        owner = sandbox.NOBODY if self.identity == "nobody" else os.geteuid()
+        for root, dirs, files in os.walk(self.scratch):
+            for name in [root, *(os.path.join(root, d) for d in dirs), *(os.path.join(root, f) for f in files)]:
+                os.lchown(name, owner, owner)
 
     def time_left(self) -> float:
         """Seconds of the submission's total time limit still unused."""
@@ -188,10 +195,13 @@ class Session:
         why = text(hello.get("why"), 300) if self.identity != "no-capabilities" else "the worker runs as uid 0"
         if not self.unconfined:
             self.kill()
-            raise sandbox.ConfinementError(
-                f"the student's code cannot be confined on this machine: {why}. Grade as root, or on Linux "
-                "with Landlock, or pass --unsafe-unconfined to grade anyway (every report and grades.csv say so)")
+            raise sandbox.ConfinementError(why)
         self.unsafe = f"graded with an unconfined worker ({why}), as the instructor allowed"
+        if hello.get("python_readable") is False:  # user nobody cannot run this Python at all
+            self.kill()
+            self.identity, self.restarts = "no-capabilities", self.restarts - 1
+            self.give_scratch()
+            self._start()
 
     def kill(self) -> None:
         if self.pid is not None:

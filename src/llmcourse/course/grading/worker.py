@@ -270,7 +270,7 @@ def enter_sandbox(config: dict) -> dict:
     identity = config["identity"]
     limits = sandbox.Limits(**config["limits"])
     network = sandbox.isolate_network()  # as root: before the capabilities go
-    files, confined, why = "", identity != "no-capabilities", ""
+    files, confined, why, python_readable = "", identity != "no-capabilities", "", True
     if identity == "nobody":
         try:
             files = sandbox.confine_files(readable_paths(), config.get("hide", []), config["scratch"])
@@ -279,7 +279,8 @@ def enter_sandbox(config: dict) -> dict:
     sandbox.child_limits(limits, identity)()
     if identity == "nobody":
         _drop_to_nobody()
-        if not _python_is_readable():
+        python_readable = _python_is_readable()
+        if not python_readable:
             confined, why = False, "user nobody cannot read this Python's standard library"
     applied = "none"
     if config.get("landlock"):
@@ -294,6 +295,7 @@ def enter_sandbox(config: dict) -> dict:
     status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
     return {"seq": 0, "kind": "hello", "sandbox": applied, "network": network, "files": files,
             "uid": os.getuid(), "pid_namespace": os.getpid() == 1, "confined": confined, "why": why,
+            "python_readable": python_readable,
             "capabilities": status.get("CapEff", "?").strip()}
 
 
