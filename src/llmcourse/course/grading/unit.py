@@ -105,11 +105,17 @@ def used_names(source: str) -> set[str]:
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
+_POINTS_SUFFIX = re.compile(r"\s*(\((\d+(\.\d+)? points?[^)]*|graded by hand)\)|·\s*\d+(\.\d+)? points?)\s*$")
+
+
 def _title(markdown: str, fallback: str) -> str:
+    """A question's title: its heading without the points it states ("(2 points)", "· 2 points")."""
     for line in markdown.splitlines():
         if line.startswith("#"):
-            title = line.lstrip("#").strip()
-            return re.sub(r"\s*\(\d+(\.\d+)? points?\)\s*$", "", title)
+            title, shorter = line.lstrip("#").strip(), ""
+            while shorter != title:
+                shorter, title = title, _POINTS_SUFFIX.sub("", title)
+            return title
     return fallback
 
 
