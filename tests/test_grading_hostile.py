@@ -74,6 +74,25 @@ def forge(make):
 """  # a submission that rewrites what its worker sends: the grader must not trust any of it
 
 
+CHAIN = ATTEMPT + """
+import time
+def link():
+    try:
+        while True:                   # each process starts the next in a new session, then ends
+            time.sleep(0.05)
+            if os.fork() == 0:
+                os.setsid()
+                continue
+            os._exit(0)
+    finally:
+        os._exit(0)
+for _ in range(3):
+    if os.fork() == 0:
+        link()
+time.sleep(0.5)
+"""  # a chain of processes, each in a new session of its own
+
+
 def fixture_submission(*solved: str) -> Submission:
     solution = read_notebook(FIXTURE)
     return Submission(make_exercise(solution, "solutions/90_fixture.ipynb"), solution).solve(*solved)
@@ -126,23 +145,6 @@ for pid in [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in
             attempt(f"kill {pid}", lambda: os.kill(pid, signal.SIGKILL))
     except OSError:
         pass
-"""
-    chain = ATTEMPT + """
-import time
-def link():
-    try:
-        while True:                   # each process starts the next in a new session, then ends
-            time.sleep(0.05)
-            if os.fork() == 0:
-                os.setsid()
-                continue
-            os._exit(0)
-    finally:
-        os._exit(0)
-for _ in range(3):
-    if os.fork() == 0:
-        link()
-time.sleep(0.5)
 """
     group = ATTEMPT + """
 import subprocess, sys
@@ -245,7 +247,7 @@ def normalise(counts):               # 300,000 integers with one hash: a quadrat
         "hash_collision": (base("q1", "q2", "q4").answer("q3", collide), earns("q1", "q2")),
         "big_magic": (base(*ALL).insert_after("q4_check", magic), earns(*ALL)),
         # issue: process chains, a big print, names and reports
-        "process_chain": (base(*ALL).insert_after("q1_check", chain), earns(*ALL)),
+        "process_chain": (base(*ALL).insert_after("q1_check", CHAIN), earns(*ALL)),
         "process_chain_next": (base(*ALL), earns(*ALL)),  # graded right after: nothing is blamed on it
         "group_children": (base(*ALL).insert_after("q1_check", group), earns(*ALL)),
         "big_print": (base(*ALL).insert_after("q1_check", big_print), earns(*ALL)),
@@ -575,11 +577,15 @@ def nobodys_folder():
 
 
 def test_a_normal_user_without_landlock_is_refused_unless_allowed(nobodys_folder):
+    """The grader run by a normal user (here: nobody) without Landlock refuses; allowed, it grades and
+    says so everywhere, and a chain of processes still ends with its submission (no PID namespace
+    here: every descendant is stopped, then killed)."""
     if not ROOT_USER:
         pytest.skip("needs root to run the grader as another user")
     tmp_path = nobodys_folder
     setup_course(tmp_path)
     fixture_submission(*ALL).save(tmp_path / "submissions" / "alice.ipynb")
+    fixture_submission(*ALL).insert_after("q1_check", CHAIN).save(tmp_path / "submissions" / "a_chain.ipynb")
     for path in [tmp_path, *tmp_path.rglob("*")]:
         os.lchown(path, sandbox.NOBODY, sandbox.NOBODY)
     command = [sys.executable, "-m", "llmcourse", "grade", "--unit", "90_fixture", "submissions", "--out", "results",
@@ -593,6 +599,10 @@ def test_a_normal_user_without_landlock_is_refused_unless_allowed(nobodys_folder
     allowed = subprocess.run(command + ["--unsafe-unconfined"], **as_nobody)
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert "WARNING: UNSAFE" in allowed.stderr
-    row = read_rows(tmp_path)["alice"]
-    assert float(row["total"]) == earns(*ALL) and "unconfined" in row["unsafe"]
-    assert "UNSAFE" in (tmp_path / "results" / "alice" / "report.txt").read_text()
+    rows = read_rows(tmp_path)
+    assert float(rows["alice"]["total"]) == float(rows["a_chain"]["total"]) == earns(*ALL)
+    assert "unconfined" in rows["alice"]["unsafe"]
+    alice = (tmp_path / "results" / "alice" / "report.txt").read_text()
+    assert "UNSAFE" in alice and "process(es)" not in alice  # graded after the chain: nothing blamed on it
+    assert "process(es) started by the notebook were still running" in (tmp_path / "results" / "a_chain" / "report.txt").read_text()
+    assert marked_processes() == []  # without a PID namespace: stopped, then killed, until none was left
