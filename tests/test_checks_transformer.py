@@ -9,10 +9,6 @@ from llmcourse.checks import CheckFailure
 from llmcourse.checks import transformer as check
 
 
-def embed(idx, tok, pos):
-    return tok[idx] + pos[: idx.shape[1]]
-
-
 def block_fn(x, block):
     x = x + block.attn(block.ln1(x), causal=True)[0]
     return x + block.mlp(block.ln2(x))
@@ -23,35 +19,29 @@ def loss_fn(logits, idx):
 
 
 @torch.no_grad()
-def greedy(model, idx, n):
-    T = model.config.context_length
-    for _ in range(n):
-        idx = torch.cat([idx, model(idx[:, -T:])[0][:, -1].argmax(-1, keepdim=True)], dim=1)
-    return idx
+def forward_loss(model, idx, residual=True):
+    h = model.tok_emb(idx) + model.pos_emb(torch.arange(idx.shape[1]))
+    for block in model.blocks:
+        if residual:
+            h = block_fn(h, block)
+        else:
+            h = block.mlp(block.ln2(block.attn(block.ln1(h), causal=True)[0]))
+    return loss_fn(model.lm_head(model.ln_f(h)), idx).item()
 
 
 def test_correct_answers_pass(capsys):
     for seed in (0, 1, 11, 12):
-        check.q1(embed, seed=seed)
-        check.q2(block_fn, seed=seed)
-        check.q3(loss_fn, seed=seed)
-        check.q3(lambda lg, i: loss_fn(lg, i).item(), seed=seed)  # a float is fine too
-        check.q4(greedy, seed=seed)
-    # the library's own Block and GPT.extend are correct answers
-    check.q2(lambda x, block: block(x)[0])
-    check.q4(lambda model, idx, n: model.extend(idx, n, temperature=0))
-    assert capsys.readouterr().out.count("✓") == 22
-
-
-@pytest.mark.parametrize("func,message", [
-    (lambda idx, tok, pos: tok[idx], "position embeddings are missing"),
-    (lambda idx, tok, pos: tok[idx] + pos[idx], "indexed with the token ids"),
-    (lambda idx, tok, pos: tok[idx] + pos[1: idx.shape[1] + 1], "counted from 1"),
-    (lambda idx, tok, pos: pos[: idx.shape[1]].expand(idx.shape[0], -1, -1), "only the position embeddings"),
-])
-def test_q1_names_the_mistake(func, message):
-    with pytest.raises(CheckFailure, match=message):
-        check.q1(func)
+        check.q1(block_fn, seed=seed)
+        check.q2(loss_fn, seed=seed)
+        check.q2(lambda lg, i: loss_fn(lg, i).item(), seed=seed)  # a float is fine too
+    check.q1(lambda x, block: block(x)[0])  # the library's own Block is a correct answer
+    model, idx = check.experiment_data()
+    check.q3(forward_loss(model, idx), forward_loss(model, idx, residual=False), block_fn, loss_fn)
+    with torch.no_grad():
+        own = model(idx[:, :-1], idx[:, 1:])[1].item()  # the model's own loss on the same predictions
+    check.q3(own, forward_loss(model, idx, residual=False), block_fn, loss_fn)
+    check.q4("worse than guessing uniformly")
+    assert capsys.readouterr().out.count("✓") == 3 * 4 + 1 + 3
 
 
 def post_norm(x, b):
@@ -87,9 +77,9 @@ def no_mlp_residual(x, b):
     (no_mlp_residual, "the MLP step has no residual"),
     (lambda x, b: x[:, :, :2], r"shape \(2, 6, 2\), expected \(2, 6, 8\)"),
 ])
-def test_q2_names_the_mistake(func, message):
+def test_q1_names_the_mistake(func, message):
     with pytest.raises(CheckFailure, match=message):
-        check.q2(func)
+        check.q1(func)
 
 
 def flat(lg, tg):
@@ -105,48 +95,36 @@ def flat(lg, tg):
     (lambda lg, i: F.cross_entropy(lg[:, :-1].transpose(1, 2), i[:, 1:], reduction="none").mean(1),
      "should be one number"),
 ])
-def test_q3_names_the_mistake(func, message):
+def test_q2_names_the_mistake(func, message):
     with pytest.raises(CheckFailure, match=message):
-        check.q3(func)
+        check.q2(func)
 
 
 @torch.no_grad()
-def first_position(model, idx, n):
-    T = model.config.context_length
-    for _ in range(n):
-        idx = torch.cat([idx, model(idx[:, -T:])[0][:, 0].argmax(-1, keepdim=True)], dim=1)
-    return idx
+def test_q3_names_the_mistake():
+    run = check.residual_run()
+    cases = [
+        ((None, run["without"]), "not answered yet"),
+        ((run["no positions"], run["without"]), "position embeddings are missing"),
+        ((run["no final norm"], run["without"]), "final LayerNorm"),
+        ((run["with"], run["mlp only"]), "only the attention's residual"),
+        ((run["with"], run["attention only"]), "only the MLP's residual"),
+        ((run["with"], run["with"]), "that is the loss WITH"),
+        ((run["with"] + 0.01, run["without"]), r"own run .*±0.001"),
+    ]
+    for answers, message in cases:
+        with pytest.raises(CheckFailure, match=message):
+            check.q3(*answers, block_fn, loss_fn)
+    with pytest.raises(CheckFailure, match="(?s)^q3: this fails because your `transformer_block` from q1.*post-norm"):
+        check.q3(run["with"], run["without"], post_norm, loss_fn)
+    with pytest.raises(CheckFailure, match="^q3: this fails because your `lm_loss` from q2"):
+        check.q3(run["with"], run["without"], block_fn, lambda lg, idx: flat(lg, idx))
 
 
-@torch.no_grad()
-def crop_front(model, idx, n):
-    T = model.config.context_length
-    for _ in range(n):
-        idx = torch.cat([idx, model(idx[:, :T])[0][:, -1].argmax(-1, keepdim=True)], dim=1)
-    return idx
-
-
-@torch.no_grad()
-def no_crop(model, idx, n):
-    for _ in range(n):
-        idx = torch.cat([idx, model(idx)[0][:, -1].argmax(-1, keepdim=True)], dim=1)
-    return idx
-
-
-@pytest.mark.parametrize("func,message", [
-    (first_position, "FIRST position's scores"),
-    (crop_front, "cropped to the FIRST context_length tokens"),
-    (no_crop, "raised ValueError: .*crop idx to its last 8 tokens"),
-    (lambda model, idx, n: greedy(model, idx, n)[:, idx.shape[1]:], "the prompt is missing"),
-])
-def test_q4_names_the_mistake(func, message):
+@pytest.mark.parametrize("answer,message", [(None, "not answered yet"),
+                                            (check.RESIDUAL_READINGS[1], "the uniform guess costs"),
+                                            (check.RESIDUAL_READINGS[2], "the uniform guess costs"),
+                                            ("worse", "should be one of")])
+def test_q4_explains_a_wrong_choice(answer, message):
     with pytest.raises(CheckFailure, match=message):
-        check.q4(func)
-
-
-def test_stubs_fail_with_not_implemented():
-    def stub(*args):
-        raise NotImplementedError("write it")
-    for q in (check.q1, check.q2, check.q3, check.q4):
-        with pytest.raises(CheckFailure, match="not implemented yet"):
-            q(stub)
+        check.q4(answer)

@@ -1,4 +1,5 @@
-"""Checks for exercises/06_transformer.ipynb: embeddings in, one block, the loss, the generation loop.
+"""Checks for exercises/06_transformer.ipynb: one pre-norm block, the loss, and what the residual
+connections of a trained model are worth (a forward pass with and without them).
 
 Each check calls the student's function on inputs it makes itself (seeded; the hidden tests use
 other seeds), compares with the library's `GPT` and `Block` (themselves tested against PyTorch's
@@ -9,13 +10,43 @@ text kept when cropping.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
-from llmcourse.checks.core import call, compare, fail, passed
-from llmcourse.model import GPT, Block, GPTConfig
+from llmcourse.checks.core import answered, call, choice, compare, fail, hint_giver, measured, passed, requires
+from llmcourse.model import Block, GPTConfig
+
+QUESTION_KINDS = {"q1": "build", "q2": "build", "q3": "experiment", "q4": "interpret", "q5": "interpret"}
+
+HINTS = {
+    "q1": ("Pre-norm: each of the two sublayers reads a normalised copy of x, and what it returns is ADDED "
+           "to x (the residual stream); attention first, then the MLP.",
+           "Attention: normalise with block.ln1, call block.attn(..., causal=True), keep the first element "
+           "of the pair it returns, add it to x. MLP: normalise the NEW x with block.ln2, call block.mlp, add.",
+           "Two lines, each of the form x = x + sublayer(norm(x)), the first with ln1 and attn (taking [0]), "
+           "the second with ln2 and mlp; return x."),
+    "q2": ("The scores at position t predict the token at t + 1: pair each position's logits with the NEXT "
+           "token of idx, and drop the last position, which has no next token in idx.",
+           "Predictions logits[:, :-1] go with targets idx[:, 1:]; F.cross_entropy wants (N, vocab) scores "
+           "and (N,) targets, so flatten the batch and time axes of both."),
+    "q3": ("Write the model's forward pass yourself from its parts: tok_emb and pos_emb, the blocks, ln_f, "
+           "lm_head; then a copy in which every block replaces x instead of adding to it.",
+           "h = model.tok_emb(val_idx) + model.pos_emb(positions 0..63); each block: h = "
+           "transformer_block(h, block), or for the variant h = attn(ln1(h)) then h = mlp(ln2(h)); logits = "
+           "model.lm_head(model.ln_f(h)); loss = lm_loss(logits, val_idx).",
+           "Do it under torch.no_grad(); report two floats (.item()). With residuals your number must equal "
+           "the model's own loss on the same windows."),
+    "q4": ("Compare your no_residual_loss with the loss of a model that gives every character the same "
+           "probability, 1 / vocab_size.",
+           "The uniform guess costs ln(vocab_size) = ln(103) nats per character."),
+}
+hint = hint_giver(HINTS)
+
+RESIDUAL_READINGS = ["worse than guessing uniformly", "between uniform guessing and the trained model",
+                     "about as good as with residuals"]
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -31,26 +62,6 @@ def _randomised(module: torch.nn.Module, seed: int, scale: float = 1.0) -> torch
     return module.eval()
 
 
-def q1(embed, seed: int = 0) -> None:
-    """Token embedding of each id plus the position embedding of its place: (batch, time, d_model)."""
-    g = _generator(seed)
-    V, context, d = 7, 12, 4 + seed % 3
-    B, T = 2 + seed % 2, 5 + seed % 3
-    tok, pos = torch.randn(V, d, generator=g), torch.randn(context, d, generator=g)
-    idx = torch.randint(0, V, (B, T), generator=g)
-    got = call("q1", embed, idx.clone(), tok.clone(), pos.clone())
-    expected = tok[idx] + pos[:T]
-    compare("q1", got, expected, name="the embeddings", mistakes=[
-        ("the position embeddings are missing: without them the model cannot tell 'ab' from 'ba' "
-         "(attention ignores order)", tok[idx]),
-        ("the position table was indexed with the token ids; positions are 0, 1, ..., time - 1 whatever "
-         "the tokens are", tok[idx] + pos[idx]),
-        ("positions counted from 1; the first token is at position 0", tok[idx] + pos[1:T + 1]),
-        ("only the position embeddings; add the token embeddings too", pos[:T].expand(B, T, d)),
-    ], hint="tok_table[idx] + pos_table[:time], with time = idx.shape[1]")
-    passed("q1", f"token + position embeddings, (batch, time) {tuple(idx.shape)} -> {tuple(expected.shape)}")
-
-
 def _block_and_input(seed: int) -> tuple[Block, torch.Tensor]:
     config = GPTConfig(vocab_size=10, context_length=16, n_layers=1, d_model=8 * (1 + seed % 2), n_heads=2 + 2 * (seed % 2))
     block = _randomised(Block(config), seed + 1)
@@ -58,11 +69,11 @@ def _block_and_input(seed: int) -> tuple[Block, torch.Tensor]:
     return block, x
 
 
-def q2(transformer_block, seed: int = 0) -> None:
+def q1(transformer_block, seed: int = 0) -> None:
     """One pre-norm block: x + attention(ln1(x)), then + mlp(ln2(x)); equal to llmcourse.model.Block."""
     block, x = _block_and_input(seed)
     with torch.no_grad():
-        got = call("q2", transformer_block, x.clone(), block)
+        got = call("q1", transformer_block, x.clone(), block)
         expected, _ = block(x)
         attn = lambda h, causal=True: block.attn(h, causal=causal)[0]  # noqa: E731
         post = block.ln1(x + attn(x))
@@ -76,7 +87,7 @@ def q2(transformer_block, seed: int = 0) -> None:
         no_mlp_residual = block.mlp(block.ln2(h))
         no_norm = x + attn(x)
         no_norm = no_norm + block.mlp(no_norm)
-    compare("q2", got, expected, name="the block's output", rtol=1e-4, atol=1e-5, mistakes=[
+    compare("q1", got, expected, name="the block's output", rtol=1e-4, atol=1e-5, mistakes=[
         ("post-norm, x = ln(x + sublayer(x)) (the 2017 transformer); this block is pre-norm: "
          "x = x + sublayer(ln(x)), the LayerNorm goes INSIDE the residual branch", post),
         ("no residual connections: x = sublayer(ln(x)) replaces x instead of adding to it", no_residual),
@@ -87,26 +98,26 @@ def q2(transformer_block, seed: int = 0) -> None:
         ("ln1 used twice: the MLP's input must go through block.ln2, its own LayerNorm", one_norm),
         ("the MLP step has no residual: x = x + block.mlp(block.ln2(x))", no_mlp_residual),
         ("the LayerNorms are missing", no_norm),
-    ], hint="x = x + block.attn(block.ln1(x), causal=True)[0]; then x = x + block.mlp(block.ln2(x))")
-    passed("q2", f"pre-norm block with residuals and a causal mask, {tuple(x.shape)} -> {tuple(expected.shape)}, "
+    ], hint="pre-norm: x = x + sublayer(LayerNorm(x)), attention (with ln1) first, then the MLP (with ln2)")
+    passed("q1", f"pre-norm block with residuals and a causal mask, {tuple(x.shape)} -> {tuple(expected.shape)}, "
                  "equal to llmcourse.model.Block")
 
 
-def q3(lm_loss, seed: int = 0) -> None:
+def q2(lm_loss, seed: int = 0) -> None:
     """Mean cross-entropy (nats) of predicting idx[:, 1:] from logits[:, :-1]."""
     g = _generator(seed)
     B, T, V = 2 + seed % 3, 6 + seed % 4, 5 + seed % 3
     logits = torch.randn(B, T, V, generator=g, dtype=torch.float64) * 2
     idx = torch.randint(0, V, (B, T), generator=g)
-    got = call("q3", lm_loss, logits.clone(), idx.clone())
+    got = call("q2", lm_loss, logits.clone(), idx.clone())
     if isinstance(got, torch.Tensor):
         if got.numel() != 1:
-            fail("q3", f"the loss should be one number (a 0-d tensor or a float); got a tensor of shape {tuple(got.shape)}.",
+            fail("q2", f"the loss should be one number (a 0-d tensor or a float); got a tensor of shape {tuple(got.shape)}.",
                  "average over every predicted position of every sequence")
         got = got.item()
     flat = lambda lg, tg: F.cross_entropy(lg.reshape(-1, V), tg.reshape(-1))  # noqa: E731
     expected = flat(logits[:, :-1], idx[:, 1:]).item()
-    compare("q3", got, expected, name="the loss", rtol=1e-6, atol=1e-8, mistakes=[
+    compare("q2", got, expected, name="the loss", rtol=1e-6, atol=1e-8, mistakes=[
         ("the targets are not shifted: position t was scored on token t, which it can already see; "
          "it must predict token t + 1", flat(logits, idx).item()),
         ("shifted the wrong way: logits[:, 1:] scored against idx[:, :-1] asks each position for the token "
@@ -115,44 +126,82 @@ def q3(lm_loss, seed: int = 0) -> None:
          expected / math.log(2)),
         ("summed instead of averaged over the positions", expected * B * (T - 1)),
         ("averaged over the positions of each sequence but summed over the batch", expected * B),
-    ], hint="F.cross_entropy(logits[:, :-1].reshape(-1, V), idx[:, 1:].reshape(-1)), V = logits.shape[-1]")
-    passed("q3", f"next-token loss {expected:.4f} nats per token over {B} x {T - 1} predictions")
+    ], hint="the logits at position t are scored against the token at t + 1, averaged over all predictions")
+    passed("q2", f"next-token loss {expected:.4f} nats per token over {B} x {T - 1} predictions")
 
 
-def _tiny_gpt(seed: int) -> GPT:
-    config = GPTConfig(vocab_size=11, context_length=8, n_layers=1, d_model=16, n_heads=2)
-    torch.manual_seed(seed)
-    return _randomised(GPT(config), seed + 2, scale=3.0)
+# --- q3: a trained model with and without its residual connections ---------------------------------
 
-
-def q4(generate_greedy, seed: int = 0) -> None:
-    """Greedy generation: crop to the context, take the last position's scores, append the argmax, repeat."""
-    model = _tiny_gpt(seed)
-    g = _generator(seed)
+def experiment_data():
+    """The shipped character model (in eval mode) and 16 windows of 64 validation characters, (16, 64)."""
+    from llmcourse.checkpoints import load_pretrained
+    from llmcourse.data import python_docs
+    shipped = load_pretrained("python_docs_char")
+    model = shipped.model.eval()
     T = model.config.context_length
-    prompt = torch.randint(0, model.config.vocab_size, (2, 3 + seed % 3), generator=g)
-    n_new = 2 * T  # long enough that the text outgrows the context
+    ids = torch.tensor(shipped.tokenizer.encode(python_docs().val[:16 * T]))
+    return model, ids.view(-1, T)
+
+
+def _forward_loss(model, idx, *, attn_residual=True, mlp_residual=True, positions=True, final_norm=True) -> float:
+    """The check's own forward pass, with switches that reproduce the classic slips."""
     with torch.no_grad():
-        got = call("q4", generate_greedy, model, prompt.clone(), n_new)
-        expected = model.extend(prompt, n_new, temperature=0)
+        h = model.tok_emb(idx) + (model.pos_emb(torch.arange(idx.shape[1])) if positions else 0)
+        for block in model.blocks:
+            a = block.attn(block.ln1(h), causal=True)[0]
+            h = h + a if attn_residual else a
+            m = block.mlp(block.ln2(h))
+            h = h + m if mlp_residual else m
+        logits = model.lm_head(model.ln_f(h) if final_norm else h)
+        V = logits.shape[-1]
+        return float(F.cross_entropy(logits[:, :-1].reshape(-1, V), idx[:, 1:].reshape(-1)))
 
-        def wrong(pick, crop):
-            idx = prompt.clone()
-            for _ in range(n_new):
-                logits = model(crop(idx))[0]
-                idx = torch.cat([idx, pick(logits).argmax(-1, keepdim=True)], dim=1)
-            return idx
 
-        first = wrong(lambda lg: lg[:, 0], lambda i: i[:, -T:])
-        front = wrong(lambda lg: lg[:, -1], lambda i: i[:, :T])
-    if isinstance(got, torch.Tensor) and got.shape == (prompt.shape[0], n_new):
-        fail("q4", f"got {n_new} tokens per row: the prompt is missing from the result.",
-             "return the prompt followed by the new tokens: torch.cat([idx, next_id], dim=1) each step")
-    compare("q4", got, expected, name="the generated ids", mistakes=[
-        ("the next token was chosen from the FIRST position's scores, logits[:, 0]; the prediction for the "
-         "next token is at the last position, logits[:, -1]", first),
-        ("cropped to the FIRST context_length tokens, idx[:, :T]; the model must see the most recent ones, "
-         "idx[:, -T:]", front),
-    ], hint="each step: logits = model(idx[:, -T:])[0]; next_id = logits[:, -1].argmax(-1, keepdim=True); "
-            "idx = torch.cat([idx, next_id], dim=1)")
-    passed("q4", f"{n_new} greedy tokens per row, cropped to the last {T} tokens, equal to GPT.extend(temperature=0)")
+@functools.lru_cache(maxsize=1)
+def residual_run() -> dict[str, float]:
+    """The check's own run (once per session): losses in nats of the variants of the forward pass."""
+    model, idx = experiment_data()
+    return {"with": _forward_loss(model, idx),
+            "without": _forward_loss(model, idx, attn_residual=False, mlp_residual=False),
+            "attention only": _forward_loss(model, idx, attn_residual=False),
+            "mlp only": _forward_loss(model, idx, mlp_residual=False),
+            "no positions": _forward_loss(model, idx, positions=False),
+            "no final norm": _forward_loss(model, idx, final_norm=False),
+            "uniform": math.log(model.config.vocab_size)}
+
+
+def q3(val_loss, no_residual_loss, transformer_block, lm_loss) -> None:
+    """Validation loss of the shipped model by your own forward pass, with and without residual connections."""
+    requires("q3", "q1", "transformer_block", lambda: q1(transformer_block))
+    requires("q3", "q2", "lm_loss", lambda: q2(lm_loss))
+    run = residual_run()
+    slips = [("the position embeddings are missing: h = tok_emb(idx) + pos_emb(arange(T))", run["no positions"]),
+             ("the final LayerNorm (model.ln_f) is missing before lm_head", run["no final norm"])]
+    measured("q3", val_loss, run["with"], tolerance=1e-3, name="val_loss", what="the model's own loss on val_idx",
+             mistakes=slips)
+    measured("q3", no_residual_loss, run["without"], tolerance=1e-3, name="no_residual_loss",
+             what="every block's two residual connections removed", mistakes=slips + [
+                 ("only the attention's residual was removed; remove the MLP's too", run["mlp only"]),
+                 ("only the MLP's residual was removed; remove the attention's too", run["attention only"]),
+                 ("that is the loss WITH the residual connections", run["with"]),
+             ])
+    passed("q3", f"with residual connections {run['with']:.3f} nats per character, without them "
+                 f"{run['without']:.3f} (the same weights)")
+
+
+def q4(no_residual_reading) -> None:
+    """Where the loss without residuals stands against the uniform guess and the trained model."""
+    run = residual_run()
+    if run["without"] > run["uniform"]:
+        expected = RESIDUAL_READINGS[0]
+    elif run["without"] > run["with"] + 0.1:
+        expected = RESIDUAL_READINGS[1]
+    else:
+        expected = RESIDUAL_READINGS[2]
+    choice("q4", no_residual_reading, expected, name="no_residual_reading", options=RESIDUAL_READINGS, why_not={
+        reading: f"without residuals the loss is {run['without']:.2f} nats; the uniform guess costs "
+                 f"ln({round(math.exp(run['uniform']))}) = {run['uniform']:.2f}, the trained model {run['with']:.2f}"
+        for reading in RESIDUAL_READINGS})
+    passed("q4", f"{run['without']:.2f} nats without residuals, against {run['uniform']:.2f} for the uniform guess and "
+                 f"{run['with']:.2f} for the trained model: its weights were trained to ADD to the stream, not to "
+                 "replace it")
