@@ -1,93 +1,104 @@
-"""The unit 15 checks: they pass correct answers and name each classic mistake."""
-from __future__ import annotations
-
+"""The unit 15 checks: they pass correct answers, fail the stub and name each classic mistake."""
 import math
 
 import pytest
 import torch
 
+from llmcourse import interpret
 from llmcourse.checks import CheckFailure
 from llmcourse.checks import limits as check
 
 
-def reliability_table(conf, correct, n_bins, *, rounding=torch.floor, fill=math.nan, swap=False):
-    idx = rounding(conf * n_bins).long().clamp(0, n_bins - 1)
+def table(conf, correct, n_bins, *, rounding=False, zeros=False):
+    b = ((conf * n_bins).round() if rounding else (conf * n_bins).floor()).long().clamp(0, n_bins - 1)
     rows = []
-    for b in range(n_bins):
-        members = idx == b
-        n = int(members.sum())
-        c = conf[members].mean().item() if n else fill
-        a = correct[members].double().mean().item() if n else fill
-        rows.append([n, a, c] if swap else [n, c, a])
+    for k in range(n_bins):
+        m = b == k
+        n = int(m.sum())
+        empty = 0.0 if zeros else math.nan
+        rows.append([n, conf[m].double().mean().item(), correct[m].double().mean().item()] if n else [0, empty, empty])
     return torch.tensor(rows, dtype=torch.float64)
 
 
-def ece_from_bins(counts, accuracy, confidence):
-    used = counts > 0
-    return float((counts[used] / counts.sum() * (accuracy[used] - confidence[used]).abs()).sum())
+def ece(conf, correct, n_bins, *, weighted=True, absolute=True, skip_empty=True):
+    t = table(conf, correct, n_bins)
+    keep = t[:, 0] > 0 if skip_empty else torch.ones(n_bins, dtype=torch.bool)
+    gap = t[keep, 2] - t[keep, 1]
+    gap = gap.abs() if absolute else gap
+    w = t[keep, 0] / t[:, 0].sum() if weighted else torch.full_like(gap, 1 / len(gap))
+    return float((w * gap).sum())
 
 
-def kl(p, q):
-    return torch.where(p > 0, p * (p.clamp_min(1e-300).log() - q.log()), torch.zeros_like(p)).sum(-1)
-
-
-def top1_flip_rate(p, q):
-    return float((p.argmax(-1) != q.argmax(-1)).double().mean())
-
-
-def induction_score(weights, L):
-    i = torch.arange(L, 2 * L)
-    return weights[:, i, i - L + 1].mean(-1)
+def measure():
+    conf, correct = check.confidences(*check.calibration_slice())
+    conf_s, correct_s = check.confidences(*check.shuffled_slice())
+    return ece(conf, correct, check.N_BINS), float(conf_s.mean() - correct_s.double().mean())
 
 
 def test_correct_answers_pass(capsys):
-    for seed in (0, 11, 12, 13, 14, 15):
-        check.q1(reliability_table, seed=seed)
-        check.q2(ece_from_bins, seed=seed)
-        check.q3(kl, seed=seed)
-        check.q4(top1_flip_rate, seed=seed)
-        check.q5(induction_score, seed=seed)
-    assert capsys.readouterr().out.count("✓") == 30
+    for seed in (0, 1, 11, 12):
+        check.q1(table, seed=seed)
+        check.q2(ece, table, seed=seed)
+    check.q2(lambda c, r, n: interpret.expected_calibration_error(c, r, n), table)
+    value, gap = measure()
+    check.q3(value, ece, table)
+    check.q4(gap)
+    assert capsys.readouterr().out.count("✓") == 11
+    assert gap > 0.05                              # the finding: overconfident on shuffled words
 
 
-def test_tensor_answers_accepted():
-    check.q2(lambda c, a, f: torch.tensor(ece_from_bins(c, a, f)))
-    check.q4(lambda p, q: (p.argmax(-1) != q.argmax(-1)).float().mean())
+def test_the_models_confidences_are_the_library_ones():
+    x, y = check.calibration_slice()
+    model, _ = check.shipped_model()
+    with torch.no_grad():
+        logits = model(x)[0]
+    conf, _, correct = interpret.top1_confidence(logits[:, check.SKIP:], y[:, check.SKIP:])
+    mine, mine_correct = check.confidences(x, y)
+    assert torch.allclose(conf.double().flatten(), mine.float().double(), atol=1e-6)
+    assert torch.equal(correct.flatten(), mine_correct)
 
 
-@pytest.mark.parametrize("question, func, message", [
-    ("q1", lambda c, r, n: reliability_table(c, r, n, swap=True), "swapped the columns"),
-    ("q1", lambda c, r, n: reliability_table(c, r, n, rounding=torch.round), "rounded"),
-    ("q1", lambda c, r, n: reliability_table(c, r, n, fill=0.0), "0 instead of NaN"),
-    ("q1", lambda c, r, n: reliability_table(c, r, n)[:, [0, 1, 1]], "NaN in the wrong places|wrong"),
-    ("q2", lambda n, a, c: float((a - c)[n > 0].abs().mean()), "unweighted mean"),
-    ("q2", lambda n, a, c: float((n / n.sum() * (a - c)).nansum()), "absolute value"),
-    ("q2", lambda n, a, c: float((n / n.sum() * (a - c).abs()).sum()), "NaN"),
-    ("q2", lambda n, a, c: float((n / n.sum() * (a - c) ** 2).nansum()), "squared"),
-    ("q3", lambda p, q: kl(q, p), "wrong way round"),
-    ("q3", lambda p, q: kl(p, q) / math.log(2), "log2"),
-    ("q3", lambda p, q: kl(p, q).sum(), "every row"),
-    ("q3", lambda p, q: (p * (p.log() - q.log())).sum(-1), "NaN"),
-    ("q4", lambda p, q: 1 - top1_flip_rate(p, q), "did NOT flip"),
-    ("q4", lambda p, q: float((p.argmax(-1) != q.argmax(-1)).sum()), "counted the flips"),
-    ("q4", lambda p, q: float((p.argmax(0) != q.argmax(0)).double().mean()), "over the rows"),
-    ("q5", lambda w, L: w[:, torch.arange(L, 2 * L), torch.arange(L, 2 * L) - L].mean(-1), "previous copy"),
-    ("q5", lambda w, L: w[:, torch.arange(L, 2 * L), torch.arange(L, 2 * L) - L + 1].sum(-1), "summed"),
-    ("q5", lambda w, L: w[:, torch.arange(L, 2 * L), torch.arange(L, 2 * L) - L + 1].sum(-1) / (2 * L), "all 2L"),
-    ("q5", lambda w, L: w[:, torch.arange(L - 1, 2 * L), torch.arange(L - 1, 2 * L) - L + 1].mean(-1), "every query"),
-    ("q5", lambda w, L: w[:, torch.arange(1, 2 * L), torch.arange(0, 2 * L - 1)].mean(-1), "previous-token"),
+@pytest.mark.parametrize("kw,message", [
+    ({"rounding": True}, "rounded"),
+    ({"zeros": True}, "0 instead of NaN"),
 ])
-def test_classic_mistakes_are_named(question, func, message):
-    with pytest.raises(CheckFailure, match=message) as info:
-        getattr(check, question)(func)
-    assert str(info.value).startswith(question)
+def test_q1_names_the_mistake(kw, message):
+    with pytest.raises(CheckFailure, match=message):
+        check.q1(lambda *a: table(*a, **kw))
 
 
-def test_stub_and_crash_fail_clearly():
-    def stub(*args):
-        raise NotImplementedError("write your code here")
-    for q in ("q1", "q2", "q3", "q4", "q5"):
-        with pytest.raises(CheckFailure, match="not implemented"):
-            getattr(check, q)(stub)
-    with pytest.raises(CheckFailure, match="raised ZeroDivisionError"):
-        check.q2(lambda *a: 1 / 0)
+@pytest.mark.parametrize("kw,message", [
+    ({"weighted": False}, "unweighted mean"),
+    ({"absolute": False}, "absolute value"),
+    ({"skip_empty": False}, "NaN"),
+])
+def test_q2_names_the_mistake(kw, message):
+    with pytest.raises(CheckFailure, match=message):
+        check.q2(lambda *a: ece(*a, **kw), table)
+
+
+def test_q2_blames_the_table_from_q1():
+    with pytest.raises(CheckFailure, match="your `reliability_table` from q1 is not right yet"):
+        check.q2(ece, lambda *a: table(*a, rounding=True))
+
+
+def test_q3_q4_compare_with_their_own_run():
+    value, gap = measure()
+    with pytest.raises(CheckFailure, match="your `expected_calibration_error` from q2 is not right yet"):
+        check.q3(value, lambda *a: ece(*a, weighted=False), table)
+    with pytest.raises(CheckFailure, match="not answered yet"):
+        check.q3(None, ece, table)
+    with pytest.raises(CheckFailure, match="tolerance"):
+        check.q3(value + 0.01, ece, table)
+    with pytest.raises(CheckFailure, match="sign is flipped"):
+        check.q4(-gap)
+    with pytest.raises(CheckFailure, match="not answered yet"):
+        check.q4(None)
+
+
+def test_every_question_has_a_kind_and_stepped_hints(capsys):
+    assert set(check.QUESTION_KINDS) == {"q1", "q2", "q3", "q4", "q5"}
+    for question, steps in check.HINTS.items():
+        assert len(steps) >= 2
+        check.hint(question)
+        assert f"Hint 1 of {len(steps)} for {question}" in capsys.readouterr().out

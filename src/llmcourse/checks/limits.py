@@ -1,19 +1,48 @@
-"""Checks for exercises/15_limits.ipynb: reliability bins, ECE, KL, top-1 flip rate, induction score.
+"""Checks for exercises/15_limits.ipynb: the reliability table, the expected calibration error, and the
+calibration of the course's shipped model on a slice of text.
 
-Each check calls the student's function on its own seeded inputs (the hidden tests use other
-seeds), compares with `llmcourse.interpret` (itself tested against direct formulas) and names the
-classic mistakes: rounding confidences to the nearest bin, an unweighted mean over bins, a signed
-gap, NaN from empty bins, KL the wrong way round or in bits, an induction head that points at the
-previous copy instead of the token after it.
+The build checks call the student's functions on seeded inputs (the hidden tests use other seeds),
+compare with `llmcourse.interpret` (itself tested against direct formulas) and name the classic
+mistakes: rounding confidences to the nearest bin, NaN from empty bins, an unweighted mean over
+bins, a signed gap. The experiment checks run the shipped model themselves.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
 from llmcourse import interpret
-from llmcourse.checks.core import _close, call, compare, fail, passed
+from llmcourse.checks.core import _close, answered, call, compare, fail, hint_giver, measured, passed, requires
+
+
+QUESTION_KINDS = {"q1": "build", "q2": "build", "q3": "experiment", "q4": "interpret", "q5": "interpret"}
+
+HINTS = {
+    "q1": ("Give every prediction a bin number from its confidence, then summarise each bin separately.",
+           "The bin number is the floor of confidence x n_bins, as an integer, clamped so that a confidence of "
+           "exactly 1.0 lands in the last bin. For each bin: a mask of its members, their count, mean "
+           "confidence and mean of `correct` as floats; NaN for the means of an empty bin.",
+           "b = (conf * n_bins).floor().long().clamp(0, n_bins - 1); loop k over range(n_bins): members = b == k; "
+           "rows.append([count, mean conf, mean correct] or [0, nan, nan]); return a float64 tensor of the rows."),
+    "q2": ("Use your reliability table: the ECE is a weighted average, over the bins, of how far accuracy is "
+           "from confidence.",
+           "Weight each bin by its share of the predictions (count / total). Skip empty bins: their NaN would "
+           "poison the sum (NaN x 0 is NaN). Take the absolute gap.",
+           "table = reliability_table(...); keep = table[:, 0] > 0; sum of (counts / total) x |accuracy - "
+           "confidence| over the kept rows, as a float."),
+    "q3": ("Run the model on the windows, and for every position take the probability of its most likely "
+           "character (the confidence) and whether that character is the true next one.",
+           "With torch.no_grad(): logits = model(x)[0]; probs = softmax over the last axis; confidence, "
+           "prediction = probs.max(-1); correct = prediction == y; drop the first SKIP positions of every window.",
+           "Flatten conf and correct over windows and positions, then expected_calibration_error(conf, "
+           "correct, N_BINS) with your q2."),
+    "q4": ("Compare the two printed rows: how much more sure is the model than right, on shuffled words?",
+           "Overconfidence = mean confidence minus accuracy (a positive number when the model is too sure).",
+           "conf_shuffled.mean() - correct_shuffled.double().mean(), as a float."),
+}
+hint = hint_giver(HINTS)
 
 
 def _calibration_data(seed: int, n: int = 400) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,8 +88,8 @@ def q1(reliability_table, seed: int = 0) -> None:
                        f"{torch.isnan(got).nonzero().tolist()[:6]}.",
                  "an empty bin has no mean: put NaN there, and only there")
     compare("q1", _nan_safe(got), _nan_safe(expected), name=f"reliability_table(conf, correct, {n_bins})",
-            hint="bin = floor(confidence * n_bins), clamped to n_bins - 1; then per bin: how many, "
-                 "their mean confidence, the fraction correct")
+            hint="the bin of a confidence is the floor of confidence times n_bins, the last bin also takes 1.0; "
+                 "then per bin: how many, their mean confidence, the fraction correct")
     passed("q1", f"{n_bins} bins: counts, mean confidence and accuracy match")
 
 
@@ -71,119 +100,110 @@ def _table(conf, right, idx, n_bins):
     return counts, mean(conf), mean(right.double())
 
 
-def _bins(seed: int):
-    g = torch.Generator().manual_seed(seed)
+def q2(expected_calibration_error, reliability_table, seed: int = 0) -> None:
+    """expected_calibration_error(conf, correct, n_bins) = sum_b (n_b / N) |acc_b - conf_b|, from the table."""
+    requires("q2", "q1", "reliability_table", lambda: q1(reliability_table, seed=seed))
+    conf, right = _calibration_data(seed + 50)
     n_bins = 10
-    counts = torch.randint(0, 60, (n_bins,), generator=g).double()
-    counts[[0, 3]] = 0                                                       # two empty bins
-    centers = (torch.arange(n_bins, dtype=torch.float64) + 0.5) / n_bins
-    confidence = centers + (torch.rand(n_bins, generator=g, dtype=torch.float64) - 0.5) / n_bins
-    accuracy = (confidence + torch.randn(n_bins, generator=g, dtype=torch.float64) * 0.15).clamp(0, 1)
-    nan = torch.full_like(counts, math.nan)
-    return counts, torch.where(counts > 0, confidence, nan), torch.where(counts > 0, accuracy, nan)
-
-
-def q2(ece_from_bins, seed: int = 0) -> None:
-    """ECE = sum_b (n_b / N) |accuracy_b - confidence_b|, empty bins (NaN) contributing nothing."""
-    counts, confidence, accuracy = _bins(seed)
-    got = call("q2", ece_from_bins, counts.clone(), accuracy.clone(), confidence.clone())
-    used = counts > 0
-    gap = (accuracy - confidence)[used]
-    w = counts[used] / counts.sum()
-    expected = float((w * gap.abs()).sum())
+    got = call("q2", expected_calibration_error, conf.clone(), right.clone(), n_bins)
+    bins = interpret.reliability_bins(conf, right, n_bins)
+    used = bins.counts > 0
+    gap = (bins.accuracy - bins.confidence)[used]
+    w = bins.counts[used] / bins.counts.sum()
+    expected = float(interpret.expected_calibration_error(conf, right, n_bins))
     if isinstance(got, torch.Tensor) and got.numel() == 1:
         got = float(got)
     if isinstance(got, float) and math.isnan(got):
-        fail("q2", "your ECE is NaN: the empty bins (count 0) have NaN accuracy and confidence, and NaN * 0 is still NaN.",
-             "leave empty bins out (keep only bins with counts > 0) before summing")
-    compare("q2", got, expected, name="ece_from_bins(...)", mistakes=[
-        ("an unweighted mean of |accuracy - confidence| over the bins; weight each bin by its share n_b / N",
+        fail("q2", "your ECE is NaN: the empty bins have NaN accuracy and confidence, and NaN * 0 is still NaN.",
+             "leave empty bins out (keep only bins with a count above 0) before summing")
+    compare("q2", got, expected, name=f"expected_calibration_error(conf, correct, {n_bins})", mistakes=[
+        ("an unweighted mean of |accuracy - confidence| over the non-empty bins; weight each bin by its share n_b / N",
          float(gap.abs().mean())),
         ("an unweighted mean over all n_bins bins; weight each bin by its share n_b / N",
-         float(gap.abs().sum() / len(counts))),
+         float(gap.abs().sum() / n_bins)),
         ("forgot the absolute value: over- and under-confident bins cancel out", float((w * gap).sum())),
         ("squared the gaps; the ECE uses |accuracy - confidence|", float((w * gap ** 2).sum())),
+        ("the gap of the whole set, |mean accuracy - mean confidence|, not bin by bin",
+         abs(float(right.double().mean() - conf.mean()))),
     ])
     passed("q2", f"ECE = {expected:.4f}, weighted by bin size, empty bins skipped")
 
 
-def _distributions(seed: int, rows: int = 64, vocab: int = 12):
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(rows, vocab, generator=g, dtype=torch.float64) * 2
-    p = torch.softmax(z, -1)
-    q = torch.softmax(z + torch.randn(rows, vocab, generator=g, dtype=torch.float64) * 0.8, -1)
-    return p, q
+# --------------------------------------------------------------------------- q3, q4: the shipped model
+
+WINDOWS, WINDOW_LENGTH, SKIP, N_BINS, SLICE_START = 48, 64, 8, 10, 20_000
 
 
-def q3(kl, seed: int = 0) -> None:
-    """KL(p || q) over the last axis, in nats, with 0 log 0 = 0."""
-    p, q = _distributions(seed)
-    got = call("q3", kl, p.clone(), q.clone())
-    expected = torch.nn.functional.kl_div(q.log(), p, reduction="none").sum(-1)  # PyTorch: input log q, target p
-    compare("q3", got, expected, name="kl(p, q)", mistakes=[
-        ("computed KL(q || p): the arguments the wrong way round (KL is not symmetric)",
-         interpret.kl_divergence(q, p)),
-        ("used log2: the answer should be in nats (natural log)", expected / math.log(2)),
-        ("summed over every row into one number; return one KL per row (sum over the last axis only)",
-         expected.sum()),
-        ("averaged over the vocabulary instead of summing", expected / p.shape[-1]),
-    ], hint="sum_i p_i (log p_i - log q_i) over the last axis")
-    p[0, :3] = 0.0
-    p[0] /= p[0].sum()                                                      # some zero probabilities in p
-    got = call("q3", kl, p.clone(), q.clone())
-    compare("q3", got, torch.nn.functional.kl_div(q.log(), p, reduction="none").sum(-1),
-            name="kl(p, q) with some p_i = 0",
-            hint="where p_i = 0 the term is 0 (0 log 0 = 0): use torch.where(p > 0, ..., 0), "
-                 "because p * log(p) gives 0 * -inf = NaN")
-    passed("q3", "KL(p || q) matches torch.nn.functional.kl_div, zeros in p handled")
+@functools.lru_cache(maxsize=1)
+def shipped_model():
+    """The course's shipped character model and its tokenizer (cached: loaded once per process)."""
+    from llmcourse.checkpoints import load_pretrained
+    pretrained = load_pretrained("python_docs_char")
+    return pretrained.model.eval(), pretrained.tokenizer
 
 
-def q4(top1_flip_rate, seed: int = 0) -> None:
-    """Fraction of rows whose argmax differs between p and q."""
-    p, q = _distributions(seed + 100)
-    got = call("q4", top1_flip_rate, p.clone(), q.clone())
-    expected = float((p.argmax(-1) != q.argmax(-1)).double().mean())
-    if isinstance(got, torch.Tensor) and got.numel() == 1:
-        got = float(got)
-    compare("q4", got, expected, name="top1_flip_rate(p, q)", mistakes=[
-        ("returned the fraction that did NOT flip (argmax equal); the flip rate counts changes",
-         1 - expected),
-        ("counted the flips instead of their fraction; divide by the number of rows",
-         float((p.argmax(-1) != q.argmax(-1)).sum())),
-        ("took the argmax over the rows (dim 0); each row is one distribution, argmax over the last axis",
-         float((p.argmax(0) != q.argmax(0)).double().mean())),
-    ])
-    passed("q4", f"flip rate {expected:.3f}")
+def calibration_slice() -> tuple[torch.Tensor, torch.Tensor]:
+    """The slice of q3: WINDOWS windows of WINDOW_LENGTH characters of the validation text from
+    SLICE_START on; inputs x and next characters y, both (WINDOWS, WINDOW_LENGTH)."""
+    from llmcourse import data
+    _, tok = shipped_model()
+    text = data.python_docs().val[SLICE_START: SLICE_START + WINDOWS * WINDOW_LENGTH + 1]
+    ids = torch.tensor(tok.encode(text))
+    x = ids[: WINDOWS * WINDOW_LENGTH].view(WINDOWS, WINDOW_LENGTH)
+    y = ids[1: WINDOWS * WINDOW_LENGTH + 1].view(WINDOWS, WINDOW_LENGTH)
+    return x, y
 
 
-def _induction_weights(seed: int, heads: int = 3, L: int = 8):
-    """Causal attention weights (heads, 2L, 2L): random, with head 0 a fair induction head."""
-    g = torch.Generator().manual_seed(seed)
-    t = 2 * L
-    scores = torch.randn(heads, t, t, generator=g, dtype=torch.float64)
-    i = torch.arange(L, t)
-    scores[0, i, i - L + 1] += 3.0                                           # head 0: next after previous copy
-    scores[1, i, i - L] += 3.0                                               # head 1: the previous copy itself
-    scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), -math.inf)
-    return scores.softmax(-1), L
+def shuffled_slice() -> tuple[torch.Tensor, torch.Tensor]:
+    """The same amount of text with its words shuffled (seed 0): (x, y) like calibration_slice."""
+    import random
+
+    from llmcourse import data
+    _, tok = shipped_model()
+    words = data.python_docs().val[SLICE_START: SLICE_START + 2 * WINDOWS * WINDOW_LENGTH].split(" ")
+    random.Random(0).shuffle(words)
+    ids = torch.tensor(tok.encode(" ".join(words)[: WINDOWS * WINDOW_LENGTH + 1]))
+    return ids[:-1].view(WINDOWS, WINDOW_LENGTH), ids[1:].view(WINDOWS, WINDOW_LENGTH)
 
 
-def q5(induction_score, seed: int = 0) -> None:
-    """Per head: mean over queries i in [L, 2L) of weights[h, i, i - L + 1]."""
-    weights, L = _induction_weights(seed, heads=3 + seed % 2, L=8 + seed % 3)
-    got = call("q5", induction_score, weights.clone(), L)
-    tokens = torch.arange(L).repeat(2)[None]                                # distinct segment, repeated
-    expected = interpret.induction_score(weights[None], tokens)
-    i = torch.arange(L, 2 * L)
-    t_all = torch.arange(1, 2 * L)
-    compare("q5", got, expected, name=f"induction_score(weights, L={L})", mistakes=[
-        ("measured attention to the previous copy of the token (i - L), a duplicate-token head; an induction "
-         "head attends to the token AFTER it (i - L + 1)", weights[:, i, i - L].mean(-1)),
-        ("measured attention to i - L + 1 from every query i >= L - 1, not only the second half [L, 2L)",
-         weights[:, torch.arange(L - 1, 2 * L), torch.arange(L - 1, 2 * L) - L + 1].mean(-1)),
-        ("averaged over all 2L queries (the first half cannot do induction); average over i in [L, 2L) only",
-         weights[:, i, i - L + 1].sum(-1) / (2 * L)),
-        ("summed over the queries instead of averaging", weights[:, i, i - L + 1].sum(-1)),
-        ("measured the previous-token pattern (i - 1)", weights[:, t_all, t_all - 1].mean(-1)),
-    ], hint="for query i in the second half, the token after the previous copy is at i - L + 1")
-    passed("q5", f"head {int(expected.argmax())} is the induction head (score {float(expected.max()):.3f})")
+def confidences(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-1 confidence and correctness of the shipped model at every position after the first SKIP."""
+    model, _ = shipped_model()
+    with torch.no_grad():
+        probs = torch.softmax(model(x)[0].double(), dim=-1)[:, SKIP:]      # (windows, T - SKIP, vocab)
+    conf, pred = probs.max(dim=-1)
+    return conf.flatten(), (pred == y[:, SKIP:]).flatten()
+
+
+def q3(ece_on_slice, expected_calibration_error, reliability_table) -> None:
+    """The ECE (N_BINS bins) of the shipped model's top-1 predictions on calibration_slice()."""
+    requires("q3", "q2", "expected_calibration_error", lambda: q2(expected_calibration_error, reliability_table))
+    answered("q3", ece_on_slice, "ece_on_slice")
+    conf, correct = confidences(*calibration_slice())
+    expected = float(interpret.expected_calibration_error(conf, correct, N_BINS))
+    model, _ = shipped_model()
+    x, y = calibration_slice()
+    with torch.no_grad():
+        all_probs = torch.softmax(model(x)[0].double(), dim=-1)
+    c_all, p_all = all_probs.max(-1)
+    measured("q3", ece_on_slice, expected, tolerance=2e-4, name="ece_on_slice",
+             what=f"{len(conf)} predictions, accuracy {correct.double().mean():.3f}, "
+                  f"mean confidence {conf.mean():.3f}", mistakes=[
+                 (f"the first SKIP = {SKIP} positions of each window were kept; drop them (too little context)",
+                  float(interpret.expected_calibration_error(c_all.flatten(), (p_all == y).flatten(), N_BINS))),
+                 ("the overall gap |accuracy - mean confidence|, not the binned ECE",
+                  abs(float(correct.double().mean() - conf.mean()))),
+             ], hint="confidence = the largest softmax probability at each position; correct = its argmax is y")
+    passed("q3", f"ECE {expected:.4f} on {len(conf)} predictions of the validation slice")
+
+
+def q4(overconfidence) -> None:
+    """Mean confidence minus accuracy of the shipped model on shuffled_slice()."""
+    answered("q4", overconfidence, "overconfidence")
+    conf, correct = confidences(*shuffled_slice())
+    expected = float(conf.mean() - correct.double().mean())
+    measured("q4", overconfidence, expected, tolerance=1e-3, name="overconfidence",
+             what=f"mean confidence {conf.mean():.3f}, accuracy {correct.double().mean():.3f}", mistakes=[
+                 ("accuracy minus confidence: the sign is flipped", -expected),
+             ])
+    passed("q4", f"on shuffled words the model is {expected:.3f} more confident than right")
