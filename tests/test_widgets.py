@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 import re
 import statistics
+import threading
+import time
 
 import pytest
 import torch
@@ -13,7 +15,8 @@ from llmcourse.data import python_docs
 from llmcourse.generation import GPTAdapter, NGramAdapter, generate
 from llmcourse.ngram import NGramModel
 from llmcourse.sampling import SamplingConfig, next_token_distribution
-from llmcourse.widgets import PRESETS, TemperatureLab, bar_chart_svg, lab_for, token_label
+from llmcourse.widgets import (PRESETS, TemperatureLab, _Stopped, bar_chart_svg, lab_for, stoppable,
+                               token_label)
 
 PROMPT = "The return statement "
 
@@ -83,17 +86,28 @@ def lab_at(lab, theta):
     return lab
 
 
-def test_presets_follow_the_decks_table_and_resample_draws_again(gpt):
+def test_presets_set_every_dial_and_say_what_they_set(gpt):
     lab = TemperatureLab(gpt, prompt=PROMPT)
     ranges = {"Fact-based Q&A": (0, 0.3), "Code Generation": (0, 0.2), "Creative Writing": (0.7, 1.2),
               "Brainstorming": (1.0, 2.0)}
     for (task, theta, _, _), button in zip(PRESETS, lab.preset_buttons):
+        lab.top_p.value, lab.top_k.value, lab.presence.value, lab.frequency.value = 0.51, 7, 0.5, -0.5
         button.click()
         lo, hi = ranges[task]
         assert lab.temperature.value == theta and lo <= theta <= hi and task in button.description
+        assert (lab.top_p.value, lab.top_k.value, lab.presence.value, lab.frequency.value) == (1.0, 0, 0.0, 0.0)
+        assert f"{task}: θ = {theta:g}, top-k off, top-p 1.00, presence 0, frequency 0" in lab.preset_note.value.replace("&amp;", "&")
+        expected = next_token_distribution(gpt.next_token_logits(gpt.tokenizer.encode(PROMPT)),
+                                           config=SamplingConfig(temperature=theta))
+        torch.testing.assert_close(lab.state.probs, expected)
     lab.temperature.value = 1.0
+    assert lab.preset_note.value == ""                             # a dial moved: no longer the preset
+
+
+def test_resample_draws_again(gpt):
+    lab = TemperatureLab(gpt, prompt=PROMPT)
     first = lab.state.continuation
-    lab.widget.children[4].children[1].click()                    # "new sample"
+    lab.resample.click()
     assert lab.seed.value == 1 and lab.state.continuation != first
 
 
@@ -108,16 +122,62 @@ def test_penalties_and_top_k_act_on_the_chart(gpt):
     assert int((lab.state.probs > 0).sum()) == 3 and "tokens that can be drawn: 3 of" in lab.stats.value
 
 
-def test_the_lab_answers_a_slider_within_a_fraction_of_a_second(gpt):
-    lab = TemperatureLab(gpt, prompt=PROMPT)          # 40-token continuation, the shipped GPT
+def test_the_chart_answers_every_dial_at_once_at_the_longest_continuation(gpt):
+    lab = TemperatureLab(gpt, prompt=PROMPT, length=300)
     times = []
-    for theta in (0.2, 0.5, 0.8, 1.1, 1.4, 0.9, 0.6):
+    for theta in (0.2, 0.5, 0.8, 1.1, 1.4, 0.9, 0.0):
         lab.temperature.value = theta
         times.append(lab.last_update_seconds)
-    lab.top_p.value = 0.8
-    times.append(lab.last_update_seconds)
-    # About 0.1 s on an idle 2-core machine; the margin keeps a busy shared machine from failing it.
-    assert statistics.median(times) < 0.5, times
+    for dial, value in ((lab.top_p, 0.8), (lab.top_k, 5), (lab.presence, 1.0), (lab.frequency, 1.0),
+                        (lab.seed, 3), (lab.prompt, "def ")):
+        dial.value = value
+        times.append(lab.last_update_seconds)
+    # The chart never waits for the 300 tokens: a few milliseconds on an idle machine.
+    assert statistics.median(times) < 0.3 and max(times) < 1.0, times
+    assert "generating 300 tokens" in lab.continuation.value          # the continuation follows, and says so
+
+
+def test_the_continuation_follows_and_a_moved_dial_abandons_it(gpt):
+    lab = TemperatureLab(gpt, prompt=PROMPT, length=300)
+    first_job = lab._job
+    lab.temperature.value = 0.5                                      # before the pause is over: never starts
+    assert first_job.stop.is_set() and first_job.done.is_set()
+    running = lab._job
+    time.sleep(0.5)                                                  # past the pause: generating now
+    started = time.perf_counter()
+    lab.temperature.value = 0.7
+    assert running.done.wait(5.0), "the abandoned continuation kept running"
+    assert time.perf_counter() - started < 5.0
+    lab.length.value = 40                                            # (300 tokens take long on a busy machine)
+    state = lab.state                                                # waits for the latest continuation
+    assert "generating" not in lab.continuation.value and state.continuation
+    expected = generate(gpt, gpt.tokenizer.encode(PROMPT), 40, SamplingConfig(temperature=0.7),
+                        generator=torch.Generator().manual_seed(0), penalize_prompt=True)
+    assert state.continuation == gpt.tokenizer.decode(expected.tokens[0].tolist())
+
+
+def test_stoppable_models_keep_the_kv_cache_and_stop_when_told(gpt, ngram):
+    stop = threading.Event()
+    for model in (gpt, ngram):
+        clone = stoppable(model, stop)
+        assert type(clone) is type(model)                            # a GPTAdapter stays one: KV-cached decoding
+        ids = model.tokenizer.encode(PROMPT)
+        torch.testing.assert_close(clone.next_token_logits(ids), model.next_token_logits(ids))
+    stop.set()
+    with pytest.raises(_Stopped):
+        stoppable(gpt, stop).next_token_logits(gpt.tokenizer.encode(PROMPT))
+    with pytest.raises(_Stopped):
+        generate(stoppable(gpt, stop), gpt.tokenizer.encode(PROMPT), 5)
+    assert gpt.next_token_logits(gpt.tokenizer.encode(PROMPT)).shape == (len(gpt.tokenizer.vocab),)
+
+
+def test_before_its_cell_runs_the_lab_reads_as_one_line(gpt):
+    lab = TemperatureLab(gpt, prompt=PROMPT)
+    bundle = lab._repr_mimebundle_()
+    text = bundle["text/plain"]
+    assert "\n" not in text and len(text) <= 110 and "run this cell" in text and "VBox" not in text
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert repr(lab.widget) == text
 
 
 def test_unknown_characters_and_empty_prompts_are_shown_never_nan(gpt, ngram):
