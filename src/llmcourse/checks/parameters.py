@@ -1,4 +1,5 @@
-"""Checks for exercises/07_parameters.ipynb: parameters, FLOPs and memory from a config.
+"""Checks for exercises/07_parameters.ipynb: parameters and FLOPs from a config, and the memory an
+optimizer really keeps (measured on a built model).
 
 Each check calls the student's function on configs it makes itself (seeded; the hidden tests use
 other seeds) and compares with the library's counters (`count_parameters`,
@@ -9,10 +10,41 @@ for keys and values, AdamW with one moment instead of two, bits instead of bytes
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
-from llmcourse.checks.core import call, compare, passed
+from llmcourse.checks.core import answered, call, choice, compare, fail, hint_giver, measured, passed, requires
 from llmcourse.model import GPT, GPTConfig, count_parameters, training_flops_per_token
+
+QUESTION_KINDS = {"q1": "build", "q2": "build", "q3": "experiment", "q4": "interpret", "q5": "interpret"}
+
+HINTS = {
+    "q1": ("Walk through the model part by part, as the lesson's table does, and write one count per part: "
+           "embeddings, each block's LayerNorms, attention and MLP, the final LayerNorm, the output layer.",
+           "A linear layer d_in -> d_out has d_in * d_out weights plus d_out biases; a LayerNorm of width d has "
+           "a scale of d (and a shift of d when bias=True); the attention's fused map is d -> 3d, its "
+           "projection d -> d; the MLP is d -> 4d -> d; with tie_weights the output layer adds nothing.",
+           "Shape of the code: d, V, T, L from the config; b = 1 if config.bias else 0; one variable per part "
+           "(layer_norm, attention, mlp, embeddings, unembedding) built from those rules; return embeddings + "
+           "L * (two layer norms + attention + mlp) + the final layer norm + unembedding."),
+    "q2": ("Only parameters that multiply cost FLOPs: an embedding table that is only looked up does not.",
+           "Start from your q1 count, take away the position table (T d) and, when the weights are not tied, "
+           "the token table (V d); training costs 6 FLOPs per such parameter per token, plus the attention "
+           "term 12 L T d."),
+    "q3": ("Build the model, make one AdamW step (a loss, backward, step), then look at what "
+           "optimizer.state holds: one dict of tensors per parameter tensor.",
+           "Bytes of a tensor: t.numel() * t.element_size(). Sum them over every tensor in every state dict "
+           "(the step counters included); do the same over model.parameters() for parameter_bytes.",
+           "Build with torch.manual_seed(0) and GPT(check.EXPERIMENT_CONFIG); one batch from "
+           "torch.randint(0, vocab_size, (4, 64)); loss = model(x, x)[1]."),
+    "q4": ("Divide your adam_state_bytes by your parameter_bytes.",
+           "What does AdamW keep for each parameter, and in which precision?"),
+}
+hint = hint_giver(HINTS)
+
+EXPERIMENT_CONFIG = GPTConfig(vocab_size=103, context_length=64, n_layers=2, d_model=64, n_heads=4)
+STATE_SIZES = ["a small fraction of the weights", "about the same size as the weights", "about twice the weights"]
 
 
 def _configs(seed: int) -> list[GPTConfig]:
@@ -58,14 +90,18 @@ def q1(gpt_parameter_count, seed: int = 0) -> None:
         else:
             mistakes.append(("the untied unembedding (its own V x d matrix) is missing", expected - p["head"]))
         compare("q1", got, expected, name=f"the parameter count for {c}", mistakes=mistakes,
-                hint="token V d + positions T d + per block (2 LayerNorms, 12 d^2 of matrices, 9 d of biases) "
-                     "+ final LayerNorm + (V d if untied)")
+                hint="compare your count part by part with the model: embeddings, the blocks' LayerNorms, "
+                     "matrices and biases, the final LayerNorm, the output layer")
     passed("q1", "parameter counts equal count_parameters (itself equal to sum(p.numel()) of the built model), "
                  "tied and untied, with and without biases")
 
 
-def q2(flops_per_token, seed: int = 0) -> None:
-    """Training FLOPs per token: 6 x (parameters that multiply) + 12 L T d, as training_flops_per_token."""
+def q2(flops_per_token, gpt_parameter_count=None, seed: int = 0) -> None:
+    """Training FLOPs per token: 6 x (parameters that multiply) + 12 L T d, as training_flops_per_token.
+
+    Given the student's `gpt_parameter_count` (which q2 may use), it is re-checked first."""
+    if gpt_parameter_count is not None:
+        requires("q2", "q1", "gpt_parameter_count", lambda: q1(gpt_parameter_count))
     for c in _configs(seed + 50)[:2]:
         got = call("q2", flops_per_token, c)
         expected = training_flops_per_token(c)
@@ -85,115 +121,73 @@ def q2(flops_per_token, seed: int = 0) -> None:
             mistakes.append(("the untied token embedding was counted in N; it is only looked up (the "
                              "unembedding, which does multiply, is a separate matrix)", expected + 6 * V * d))
         compare("q2", got, expected, name=f"FLOPs per token for {c}", mistakes=mistakes,
-                hint="6 * (count_parameters(c) - T d - (V d if untied)) + 12 L T d")
+                hint="6 FLOPs per parameter that multiplies (not the looked-up tables), plus 12 L T d")
     passed("q2", "training FLOPs per token equal training_flops_per_token (6 N + 12 L T d), tied and untied")
 
 
-def _real_cache_bytes(seed: int) -> tuple[dict, int]:
-    """Bytes of the KV cache a real GPT returns, and the arguments that describe it."""
-    g = torch.Generator().manual_seed(seed)
-    heads = 2 + seed % 3
-    c = GPTConfig(vocab_size=13, context_length=24, n_layers=3 + seed % 2, d_model=4 * heads, n_heads=heads)
-    model = GPT(c).eval()
-    batch, T = 5, 10 + seed % 7  # batch 5 and 3-4 layers: no mistake hides behind a factor 1 or 2
-    with torch.no_grad():
-        _, _, cache = model(torch.randint(0, 13, (batch, T), generator=g), return_cache=True)
-    measured = sum(t.numel() * t.element_size() for layer in cache for t in layer)
-    args = dict(n_layers=c.n_layers, context=T, n_heads=heads, n_kv_heads=heads, d_head=4, batch=batch, dtype_bytes=4)
-    return args, measured
+# --- q3: what AdamW really keeps ------------------------------------------------------------------
 
-
-def _kv_mistakes(a: dict, expected: int):
-    return [
-        ("the factor 2 is missing: the cache holds the keys AND the values", expected // 2),
-        ("that is bits, not bytes: multiply by the bytes per number (bfloat16: 2), not the bits (16)", expected * 8),
-        ("n_heads used instead of n_kv_heads: with grouped-query attention only the key/value heads are cached",
-         expected // a["n_kv_heads"] * a["n_heads"]),
-        ("the number of layers is missing: every layer keeps its own keys and values", expected // a["n_layers"]),
-        ("the batch size is missing: each sequence has its own cache", expected // a["batch"]),
-        ("the factor 2 for keys and values is missing, and the result is in bits", expected * 4),
-    ]
-
-
-def q3(kv_cache_bytes, seed: int = 0) -> None:
-    """Bytes of a KV cache: 2 (K and V) x layers x tokens x kv heads x d_head x batch x bytes per number."""
-    args, measured = _real_cache_bytes(seed)
-    got = call("q3", kv_cache_bytes, **args)
-    compare("q3", got, measured, name=f"the KV-cache bytes of a real GPT ({args})", mistakes=_kv_mistakes(args, measured),
-            hint="2 * n_layers * context * n_kv_heads * d_head * batch * dtype_bytes")
-    g = torch.Generator().manual_seed(seed + 7)
-    big = dict(n_layers=int(torch.randint(16, 81, (1,), generator=g)), context=1_000_000, n_heads=48,
-               n_kv_heads=8, d_head=128, batch=[3, 5][seed % 2], dtype_bytes=2)
-    expected = 2 * big["n_layers"] * big["context"] * big["n_kv_heads"] * big["d_head"] * big["batch"] * 2
-    got = call("q3", kv_cache_bytes, **big)
-    compare("q3", got, expected, name=f"the KV-cache bytes with grouped-query attention ({big})",
-            mistakes=_kv_mistakes(big, expected), hint="2 * n_layers * context * n_kv_heads * d_head * batch * dtype_bytes")
-    passed("q3", f"equals the bytes of a real GPT's cache; a million tokens with 8 KV heads, "
-                 f"{big['n_layers']} layers, batch {big['batch']}: {expected / 1e9:,.0f} GB in bfloat16")
-
-
-def q4(adamw_state_bytes, seed: int = 0) -> None:
-    """AdamW's state: two float32 moments per parameter (step counters aside), as torch.optim.AdamW keeps."""
-    g = torch.Generator().manual_seed(seed)
-    d = int(torch.randint(3, 20, (1,), generator=g))
-    model = torch.nn.Sequential(torch.nn.Linear(d, 2 * d), torch.nn.GELU(), torch.nn.Linear(2 * d, 3))
-    optimizer = torch.optim.AdamW(model.parameters())
-    model(torch.randn(4, d, generator=g)).square().mean().backward()
+def adamw_after_one_step() -> tuple[GPT, torch.optim.AdamW]:
+    """GPT(EXPERIMENT_CONFIG) built with seed 0, and an AdamW that has made one step on a random batch."""
+    torch.manual_seed(0)
+    model = GPT(EXPERIMENT_CONFIG)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randint(0, EXPERIMENT_CONFIG.vocab_size, (4, EXPERIMENT_CONFIG.context_length))
+    model(x, x)[1].backward()
     optimizer.step()
-    n = sum(p.numel() for p in model.parameters())
-    expected = sum(t.numel() * t.element_size() for s in optimizer.state.values()
-                   for name, t in s.items() if name != "step")
-    got = call("q4", adamw_state_bytes, n)
-    compare("q4", got, expected, name=f"AdamW's state for {n:,} parameters", mistakes=[
-        ("one moment per parameter; AdamW keeps two (a running mean AND a running mean square), or the "
-         "moments were counted in 2 bytes: they are float32, 4 bytes each", 4 * n),
-        ("that is bits, not bytes: 2 moments x 4 bytes = 8 bytes per parameter", 64 * n),
-        ("one moment, in bits", 32 * n),
-        ("weights and gradients counted too (4 + 4 + 8 = 16 bytes per parameter); the question is the "
-         "optimizer's state alone", 16 * n),
-    ], hint="2 moments x 4 bytes (float32) x n_params")
-    passed("q4", f"{expected:,} bytes for {n:,} parameters, as torch.optim.AdamW keeps after one step")
+    return model, optimizer
 
 
-def q5(embedding_parameters, seed: int = 0) -> None:
-    """Parameters of the token embedding and the unembedding: V d tied, 2 V d untied."""
-    g = torch.Generator().manual_seed(seed)
-    for tie in (True, False):
-        V, d = int(torch.randint(10, 400, (1,), generator=g)), 4 * int(torch.randint(1, 9, (1,), generator=g))
-        model = GPT(GPTConfig(vocab_size=V, d_model=d, n_heads=4, n_layers=1, context_length=8, tie_weights=tie))
-        seen, expected = set(), 0
-        for p in (model.tok_emb.weight, model.lm_head.weight):
-            if id(p) not in seen:
-                seen.add(id(p))
-                expected += p.numel()
-        got = call("q5", embedding_parameters, V, d, tie)
-        compare("q5", got, expected, name=f"the embedding parameters for V={V}, d={d}, tie_weights={tie}", mistakes=[
-            ("the tied embedding was counted twice: with tie_weights=True one V x d matrix reads tokens in AND "
-             "scores them out", 2 * V * d) if tie else
-            ("the untied unembedding is missing: with tie_weights=False the output layer is a second V x d "
-             "matrix", V * d),
-            ("the bias of the unembedding was counted; it has none (bias=False)", expected + V),
-        ], hint="V * d if tie_weights else 2 * V * d")
-    passed("q5", "V d tied, 2 V d untied, as in a built GPT")
+def _bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def q6(moe_parameters, seed: int = 0) -> None:
-    """A sparse MoE: (total, active) = (shared + E x expert, shared + k x expert)."""
-    g = torch.Generator().manual_seed(seed)
-    shared = int(torch.randint(10**8, 10**9, (1,), generator=g))
-    expert = int(torch.randint(10**8, 10**9, (1,), generator=g))
-    E = [8, 16, 64][seed % 3]
-    k = 2
-    got = call("q6", moe_parameters, shared, expert, E, k)
-    expected = (shared + E * expert, shared + k * expert)
-    compare("q6", got, expected, name=f"(total, active) for shared={shared:,}, expert={expert:,}, {E} experts, top-{k}",
-            mistakes=[
-                ("(active, total) in the wrong order; return (total, active)", expected[::-1]),
-                ("active counts every expert; only the top-k experts run for a token",
-                 (expected[0], expected[0])),
-                ("active leaves out the shared parameters (attention, embeddings); every token uses them",
-                 (expected[0], k * expert)),
-                ("total leaves out the shared parameters", (E * expert, expected[1])),
-                ("total counts only the top-k experts; all E must be stored", (expected[1], expected[1])),
-            ], hint="total = shared + n_experts * expert; active = shared + top_k * expert")
-    passed("q6", f"{E} experts, top-{k}: {expected[1] / expected[0]:.0%} of the weights are active for each token")
+@functools.lru_cache(maxsize=1)
+def adamw_memory() -> dict[str, int]:
+    """The check's own measurement: parameter bytes, AdamW's state bytes, and the parts of the state."""
+    model, optimizer = adamw_after_one_step()
+    states = list(optimizer.state.values())
+    return {"parameters": _bytes(model.parameters()),
+            "state": _bytes(t for s in states for t in s.values() if torch.is_tensor(t)),
+            "moments": _bytes(t for s in states for k, t in s.items() if k != "step"),
+            "one moment": _bytes(s["exp_avg"] for s in states),
+            "tensors": len(states)}
+
+
+def q3(adam_state_bytes, parameter_bytes, gpt_parameter_count) -> None:
+    """Bytes of AdamW's state after one step (step counters included), and of the parameters, measured."""
+    requires("q3", "q1", "gpt_parameter_count", lambda: q1(gpt_parameter_count))
+    memory = adamw_memory()
+    for name, value in (("adam_state_bytes", adam_state_bytes), ("parameter_bytes", parameter_bytes)):
+        answered("q3", value, name)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail("q3", f"`{name}` should be a whole number of bytes (an int), got {type(value).__name__} {value!r:.40}")
+    measured("q3", parameter_bytes, memory["parameters"], tolerance=0, name="parameter_bytes",
+             what="the bytes of model.parameters()", mistakes=[
+                 ("a count of numbers, not of bytes: each float32 number takes 4 bytes", memory["parameters"] // 4),
+                 ("in bits, not bytes", memory["parameters"] * 8),
+             ])
+    measured("q3", adam_state_bytes, memory["state"], tolerance=0, name="adam_state_bytes",
+             what=f"every tensor in optimizer.state, {memory['tensors']} step counters included", mistakes=[
+                 ("only the moments: the step counters (one small tensor per parameter tensor) are state too",
+                  memory["moments"]),
+                 ("only one of the two moments (exp_avg); AdamW also keeps exp_avg_sq", memory["one moment"]),
+                 ("a count of numbers, not of bytes", memory["state"] // 4),
+                 ("in bits, not bytes", memory["state"] * 8),
+             ])
+    n = count_parameters(EXPERIMENT_CONFIG)
+    passed("q3", f"{n:,} parameters take {memory['parameters']:,} bytes; AdamW keeps {memory['state']:,} bytes "
+                 f"= 8 x {n:,} (two float32 moments) + 4 x {memory['tensors']} (a step counter per tensor)")
+
+
+def q4(adam_vs_weights) -> None:
+    """How AdamW's state compares with the weights themselves."""
+    memory = adamw_memory()
+    ratio = memory["state"] / memory["parameters"]
+    expected = STATE_SIZES[2] if ratio > 1.5 else STATE_SIZES[1] if ratio > 0.5 else STATE_SIZES[0]
+    choice("q4", adam_vs_weights, expected, name="adam_vs_weights", options=STATE_SIZES, why_not={
+        size: f"your q3 numbers give a ratio of {ratio:.2f}" for size in STATE_SIZES})
+    passed("q4", f"AdamW's state is {ratio:.3f} times the weights: with weights and gradients, training needs "
+                 "about 4 times the memory of the weights alone, before any activations")
