@@ -103,8 +103,11 @@ def questions_of(solution) -> list[tuple[str, str, float, bool]]:
 # --- grading ------------------------------------------------------------------------------------------
 
 
-def unit_progress(exercise_path: Path, solutions_dir: Path, limits=None, protect: dict | None = None) -> UnitProgress:
-    """Grade one exercise notebook as the grader does; an unstarted one is not run."""
+def unit_progress(exercise_path: Path, solutions_dir: Path, limits=None) -> UnitProgress:
+    """Grade one exercise notebook as the grader does; an unstarted one is not run.
+
+    The notebook is hashed before and after: a change would be reported in `problems`.
+    """
     from llmcourse.course.grading import Limits, find_solution, grade_submission, load_unit
 
     exercise_path = Path(exercise_path)
@@ -122,7 +125,8 @@ def unit_progress(exercise_path: Path, solutions_dir: Path, limits=None, protect
         return UnitProgress(solution_path.stem, questions, graded=False)
 
     unit = load_unit(solution_path)
-    result = grade_submission(unit, "you", exercise_path, limits or Limits(), protected=protect)
+    result = grade_submission(unit, "you", exercise_path, limits or Limits(),
+                              protected={"your notebook": exercise_path})
     earned: dict[str, list] = {}
     for q in result.questions:
         entry = earned.setdefault(q.question, [0.0, 0.0, True, ""])
@@ -160,7 +164,7 @@ def course_progress(exercises_dir: Path | str, solutions_dir: Path | str, only: 
                          f"source); pass --solutions DIR, or ask your instructor to run the grader")
     results = []
     for path in exercise_notebooks(exercises_dir, only):
-        progress = unit_progress(path, solutions_dir, limits, protect={"your exercises": exercises_dir})
+        progress = unit_progress(path, solutions_dir, limits)
         results.append(progress)
         if report is not None and progress.graded:
             report(f"graded {progress.unit}: {progress.points:g}/{progress.max_points:g} points "
