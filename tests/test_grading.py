@@ -228,13 +228,15 @@ def test_the_command_refuses_results_inside_the_submissions(tmp_path, capsys):
 def test_the_command_grades_a_real_unit(tmp_path):
     """The command instructors use, on the course's unit 01 (whatever its questions are today): its
     solutions notebook, submitted as it is, earns every automatic point; the handed-out exercise none."""
-    unit = load_unit(find_solution("01_language_models", ROOT / "solutions"))
-    subs = tmp_path / "submissions"
+    solutions, subs = tmp_path / "solutions", tmp_path / "submissions"  # a copy: the grader hashes the folder
+    solutions.mkdir()
     subs.mkdir()
+    shutil.copy(find_solution("01_language_models", ROOT / "solutions"), solutions)
+    unit = load_unit(find_solution("01_language_models", solutions))
     shutil.copy(unit.path, subs / "solved.ipynb")
     shutil.copy(ROOT / "exercises" / unit.path.name, subs / "handout.ipynb")
     code = main(["--unit", "01_language_models", str(subs), "--out", str(tmp_path / "results"),
-                 "--cell-timeout", "60", "--total-timeout", "300"])
+                 "--solutions", str(solutions), "--cell-timeout", "60", "--total-timeout", "300"])
     rows = {r["student"]: r for r in csv.DictReader((tmp_path / "results" / "grades.csv").open())}
     reports = {s: (tmp_path / "results" / s / "report.txt").read_text() for s in rows}
     assert code == 0

@@ -66,8 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--require-landlock", action="store_true",
                         help="refuse to grade where the kernel has no Landlock")
     parser.add_argument("--unsafe-unconfined", action="store_true",
-                        help="grade even where the student's code cannot be confined (not root and no Landlock, "
-                             "or root without namespaces); every report and grades.csv record it")
+                        help="grade even where the student's code cannot be confined (not root and no Landlock, or "
+                             "root where neither namespaces nor Landlock work); every report and grades.csv "
+                             "record it")
     return parser
 
 

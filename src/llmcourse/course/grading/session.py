@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import llmcourse
 from llmcourse.course.grading import sandbox, wire
 from llmcourse.course.grading.errors import CellTimeout, GradingError, TotalTimeout, WorkerLost, quote, text
 from llmcourse.course.grading.sandbox import Limits
@@ -31,7 +32,6 @@ INTERRUPT_GRACE_S = 1.0  # after SIGINT, how long a cell may take to stop before
 
 
 def _package_root() -> str:
-    import llmcourse
     return str(Path(llmcourse.__file__).resolve().parent.parent)
 
 

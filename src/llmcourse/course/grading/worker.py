@@ -24,10 +24,14 @@ import linecache
 import os
 import pickle
 import signal
+import socket
 import sys
 import traceback
 from typing import Any
 
+from IPython.core.inputtransformer2 import TransformerManager
+
+import llmcourse
 from llmcourse.course.grading import sandbox, wire
 
 
@@ -79,7 +83,6 @@ def python_source(source: str) -> str:
     """A student's cell as plain Python: IPython magics and !commands become get_ipython() calls."""
     if "%" not in source and "!" not in source:
         return source
-    from IPython.core.inputtransformer2 import TransformerManager
     return TransformerManager().transform_cell(source)
 
 
@@ -215,7 +218,6 @@ class Worker:
 
 def readable_paths() -> list[str]:
     """What the sandboxed worker may read: the Python installation, its packages, the course package."""
-    import llmcourse
     cwd = os.path.realpath(os.getcwd())
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
              os.path.dirname(os.path.realpath(sys.executable)), os.path.dirname(llmcourse.__file__),
@@ -233,7 +235,6 @@ def _preload() -> None:
     import matplotlib.pyplot  # noqa: F401
     import numpy  # noqa: F401
     import torch  # noqa: F401
-    import llmcourse  # noqa: F401
     import llmcourse.checks.core  # noqa: F401
     import llmcourse.plots  # noqa: F401
 
@@ -360,7 +361,6 @@ def fork_worker(config: dict, fds: list[int], zygote_socket: int) -> int:
 
 def zygote(sock_fd: int) -> int:
     """Serve the grader: for each request (a config and three file descriptors), fork a worker."""
-    import socket
     sock = socket.socket(fileno=sock_fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sandbox.become_subreaper()  # orphans of the workers come to us, and the grader can find them
