@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from llmcourse.model import (GPT, GPTConfig, count_parameter_tensors, count_parameters, memory_bytes,
-                             training_flops_per_token)
+from llmcourse.model import (GPT, GPTConfig, count_parameter_tensors, count_parameters, eval_mode, memory_bytes,
+                             training_flops_per_token, unwrap)
 
 TINY = GPTConfig(vocab_size=11, context_length=16, n_layers=2, d_model=32, n_heads=4)
 
@@ -206,3 +206,30 @@ def test_wrong_idx_and_targets_are_clear_errors():
 def test_memory_bytes_refuses_bad_batch_size():
     with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
         memory_bytes(TINY, 0)
+
+
+def test_unwrap_finds_the_gpt_inside_ddp_and_compile_wrappers():
+    model = GPT(GPTConfig(vocab_size=5, context_length=4, n_layers=1, d_model=8, n_heads=2))
+
+    class Wrapper(torch.nn.Module):            # the attribute names DDP (.module) and torch.compile (._orig_mod) use
+        def __init__(self, name, inner):
+            super().__init__()
+            setattr(self, name, inner)
+
+    assert unwrap(model) is model
+    assert unwrap(Wrapper("module", model)) is model
+    assert unwrap(Wrapper("_orig_mod", model)) is model
+    assert unwrap(Wrapper("module", Wrapper("_orig_mod", model))) is model
+    with pytest.raises(ValueError, match="expected an llmcourse.model.GPT .*got Linear"):
+        unwrap(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_eval_mode_restores_the_mode_the_model_was_in_even_after_an_error(training):
+    model = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(3, 3)).train(training)
+    with eval_mode(model) as inside:
+        assert inside is model and not model.training and not model[0].training
+    assert model.training is training and model[0].training is training
+    with pytest.raises(RuntimeError, match="boom"), eval_mode(model):
+        raise RuntimeError("boom")
+    assert model.training is training
