@@ -10,7 +10,8 @@ The public API, for tools that grade notebooks (a class's, or a student's own):
     [(q.grade_id, q.points, q.max_points, q.passed, q.message) for q in result.questions]
     [(m.grade_id, m.max_points) for m in result.manual]     # questions graded by hand (0 automatic points)
 
-- `load_unit(path) -> Unit` and `find_solution(name, solutions_dir) -> Path` (module `unit`);
+- `load_unit(path) -> Unit`, `find_solution(name, solutions_dir) -> Path` and
+  `question_title(markdown, fallback)` (a question's heading, as reports show it) (module `unit`);
 - `grade_submission(unit, student, path, limits, ...) -> SubmissionResult` and `grade_batch`
   (module `grader`); `SubmissionResult`, `QuestionResult`, `ManualResult` (module `results`);
 - `Limits` (module `sandbox`): seconds per cell, per submission, memory, the grader's own time;
@@ -28,7 +29,7 @@ from llmcourse.course.grading.cli import main
 from llmcourse.course.grading.grader import grade_batch, grade_submission
 from llmcourse.course.grading.results import ManualResult, QuestionResult, SubmissionResult
 from llmcourse.course.grading.sandbox import ConfinementError, Limits
-from llmcourse.course.grading.unit import Unit, find_solution, load_unit
+from llmcourse.course.grading.unit import Unit, find_solution, load_unit, question_title
 
 __all__ = ["ConfinementError", "Limits", "ManualResult", "QuestionResult", "SubmissionResult", "Unit", "find_solution",
-           "grade_batch", "grade_submission", "load_unit", "main"]
+           "grade_batch", "grade_submission", "load_unit", "main", "question_title"]

@@ -108,8 +108,9 @@ def used_names(source: str) -> set[str]:
 _POINTS_SUFFIX = re.compile(r"\s*(\((\d+(\.\d+)? points?[^)]*|graded by hand)\)|·\s*\d+(\.\d+)? points?)\s*$")
 
 
-def _title(markdown: str, fallback: str) -> str:
-    """A question's title: its heading without the points it states ("(2 points)", "· 2 points")."""
+def question_title(markdown: str, fallback: str) -> str:
+    """A question's title: the first heading of `markdown` without the points it states ("(2 points)",
+    "· 2 points"); `fallback` where there is no heading."""
     for line in markdown.splitlines():
         if line.startswith("#"):
             title, shorter = line.lstrip("#").strip(), ""
@@ -155,15 +156,15 @@ def load_unit(solution_path: Path | str) -> Unit:
         meta = nbgrader(cell)
         grade_id = meta.get("grade_id", "")
         if meta.get("grade") and meta.get("solution"):
-            unit.manual.append(ManualQuestion(grade_id, question_id(grade_id), _title(heading, grade_id),
+            unit.manual.append(ManualQuestion(grade_id, question_id(grade_id), question_title(heading, grade_id),
                                               float(meta["points"])))
         if cell.cell_type == "markdown":
-            heading = cell.source if _title(cell.source, "") else heading
+            heading = cell.source if question_title(cell.source, "") else heading
             continue
         if cell.cell_type != "code":
             continue
         if meta.get("grade") and not meta.get("solution"):
-            unit.tests.append(Test(grade_id, question_id(grade_id), _title(heading, grade_id),
+            unit.tests.append(Test(grade_id, question_id(grade_id), question_title(heading, grade_id),
                                    float(meta["points"]), cell.source))
             continue
         if meta.get("solution"):
@@ -180,3 +181,6 @@ def _run_trusted(source: str, filename: str, namespace: dict, path: Path, index:
             exec(compile(python_source(source), filename, "exec"), namespace)
         except Exception as exc:
             raise RuntimeError(f"{path}, cell {index} fails in the grader: {type(exc).__name__}: {exc}") from exc
+
+
+_title = question_title  # the former private name, still imported by the progress command
