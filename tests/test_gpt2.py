@@ -192,3 +192,20 @@ def test_local_gpt2_folder_is_found_without_the_network(saved, tmp_path, monkeyp
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     assert local_gpt2_folder() is None
+
+
+def test_gelu_option_defaults_to_exact_and_shipped_models_keep_it():
+    from llmcourse.checkpoints import load_pretrained
+
+    assert GPTConfig().gelu_approximate == "none"
+    assert load_pretrained("python_docs_char").model.config.gelu_approximate == "none"
+    with pytest.raises(ValueError, match="gelu_approximate"):
+        GPTConfig(gelu_approximate="fast")
+    tanh_mlp = GPT(GPTConfig(d_model=8, n_heads=2, gelu_approximate="tanh")).blocks[0].mlp
+    exact_mlp = GPT(GPTConfig(d_model=8, n_heads=2)).blocks[0].mlp
+    exact_mlp.load_state_dict(tanh_mlp.state_dict())
+    x = 30 * torch.randn(1, 5, 8)                      # (batch, time, d_model), wide enough to reach GELU's bend
+    with torch.no_grad():
+        expected = tanh_mlp.proj(torch.nn.functional.gelu(tanh_mlp.fc(x), approximate="tanh"))
+        torch.testing.assert_close(tanh_mlp(x), expected)
+        assert (tanh_mlp(x) - exact_mlp(x)).abs().max() > 1e-6
