@@ -140,3 +140,13 @@ def test_missing_or_disagreeing_files_are_named(files, tmp_path):
     (tmp_path / "merges.txt").write_text("#version: 0.2\nnot-a-token x\n", encoding="utf-8")
     with pytest.raises(ValueError, match="line 2"):
         load_gpt2_files(tmp_path)
+
+
+def test_transformers_gpt2_tokenizer_reads_the_folder_identically(files, trained):
+    """The way a user loads GPT-2's tokenizer: transformers' GPT2Tokenizer.from_pretrained(folder)."""
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.GPT2Tokenizer.from_pretrained(str(files))
+    assert len(hf) == trained.vocab_size
+    for text in HOSTILE:
+        assert hf.encode(text) == trained.encode(text)
+        assert hf.decode(trained.encode(text)) == text
