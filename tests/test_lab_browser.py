@@ -1,23 +1,28 @@
 """The temperature lab in a real browser: JupyterLab in headless Chromium.
 
 Starts JupyterLab (127.0.0.1, a random free port, a token) in a temporary folder holding a small
-notebook that builds the lab with the shipped GPT, with fresh configuration, runtime and settings
-folders so no user setting leaks in (the "Jupyter news" prompt is switched off there). It runs the
-notebook, moves the temperature slider with the keyboard and checks that the slider's read-out,
-the entropy read-out and the bar chart all changed. A screenshot goes to
-build/screenshots/temperature_lab.png. Every process the test started is stopped afterwards.
+notebook that builds the lab with the shipped GPT and a 300-token continuation, with fresh
+configuration, runtime and settings folders so no user setting leaks in (the "Jupyter news" prompt
+is switched off there). It runs the notebook and moves the temperature slider with the keyboard,
+step by step, timing each step from the key press to the new chart on the page: the median must
+stay within 0.5 s and the worst within 1.5 s (the chart never waits for the continuation, which
+follows and says "generating" while it runs). The read-outs, the entropy and the chart must have
+changed. A screenshot goes to build/screenshots/temperature_lab.png. Every process the test
+started is stopped afterwards. `running_jupyterlab` and `run_all` serve the other JupyterLab tests.
 
 Chromium defaults to /usr/bin/chromium (set LLMCOURSE_CHROMIUM for another binary). Without
 it the test is skipped, except under CI, where it fails.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -27,6 +32,7 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOT = REPO / "build" / "screenshots" / "temperature_lab.png"
@@ -39,8 +45,9 @@ LAB_NOTEBOOK = [
     "from llmcourse.checkpoints import load_pretrained\nfrom llmcourse.generation import GPTAdapter\n"
     "from llmcourse.widgets import TemperatureLab\n\n"
     "pretrained = load_pretrained(\"python_docs_char\")\n"
-    "lab = TemperatureLab(GPTAdapter(pretrained.model, pretrained.tokenizer), prompt=\"The return statement \")\n"
-    "lab.widget",
+    "lab = TemperatureLab(GPTAdapter(pretrained.model, pretrained.tokenizer), prompt=\"The return statement \",\n"
+    "                    length=300)\n"
+    "lab",
 ]
 
 
@@ -73,14 +80,14 @@ def stop(server: subprocess.Popen) -> None:
     psutil.wait_procs(family, timeout=5)
 
 
-@pytest.fixture
-def jupyterlab(tmp_path):
-    """A JupyterLab server on a free port, its root a temporary folder with the lab notebook in it."""
+@contextlib.contextmanager
+def running_jupyterlab(tmp_path: Path, notebooks: dict[str, nbformat.NotebookNode]):
+    """A JupyterLab server on a free port, its root a temporary folder holding `notebooks` (name -> notebook),
+    with fresh configuration, settings and workspaces (the news prompt off). Yields (url, token)."""
     root = tmp_path / "root"
     root.mkdir()
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in LAB_NOTEBOOK])
-    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-    nbformat.write(nb, root / "lab.ipynb")
+    for name, nb in notebooks.items():
+        nbformat.write(nb, root / name)
     settings = tmp_path / "settings"
     news = settings / "@jupyterlab" / "apputils-extension"
     news.mkdir(parents=True)
@@ -111,13 +118,49 @@ def jupyterlab(tmp_path):
         log.close()
 
 
-def test_temperature_slider_moves_entropy_and_chart_in_jupyterlab(jupyterlab):
+def lab_notebook(cells: list[str]) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in cells])
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    return nb
+
+
+@pytest.fixture
+def jupyterlab(tmp_path):
+    """JupyterLab serving the lab notebook (lab.ipynb)."""
+    with running_jupyterlab(tmp_path, {"lab.ipynb": lab_notebook(LAB_NOTEBOOK)}) as server:
+        yield server
+
+
+def chromium_or_skip() -> None:
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             pytest.fail(f"Chromium not found at {CHROMIUM} (required when CI is set; set LLMCOURSE_CHROMIUM)")
         pytest.skip(f"Chromium not found at {CHROMIUM} (set LLMCOURSE_CHROMIUM)")
-    from playwright.sync_api import expect, sync_playwright
 
+
+def run_all(page, url: str, token: str, notebook: str) -> None:
+    """Open a notebook, wait for its kernel, and run every cell."""
+    page.goto(f"{url}/lab/tree/{notebook}?token={token}")
+    # The status bar says "… | Idle" once a kernel is attached; running earlier opens a dialog.
+    expect(page.get_by_text(re.compile(r"\|\s*Idle"))).to_be_visible(timeout=60_000)
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator('[data-command="runmenu:run-all"]').click()
+
+
+def slider_step_response(page, key: str) -> float:
+    """Seconds from a key press on the focused slider handle to a new chart on the page."""
+    before = page.locator("svg.lab-chart").inner_html()
+    started = time.perf_counter()
+    page.keyboard.press(key)
+    page.wait_for_function("before => document.querySelector('svg.lab-chart').innerHTML !== before", arg=before,
+                           polling="raf", timeout=15_000)
+    return time.perf_counter() - started
+
+
+def test_temperature_slider_moves_entropy_and_chart_in_jupyterlab(jupyterlab):
+    """At the longest continuation (300 tokens), each slider step redraws the chart quickly; the
+    continuation follows and says so while it runs."""
+    chromium_or_skip()
     url, token = jupyterlab
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -125,34 +168,37 @@ def test_temperature_slider_moves_entropy_and_chart_in_jupyterlab(jupyterlab):
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{url}/lab/tree/lab.ipynb?token={token}")
-            # The status bar says "… | Idle" once a kernel is attached; running earlier opens a dialog.
-            expect(page.get_by_text(re.compile(r"\|\s*Idle"))).to_be_visible(timeout=60_000)
-            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-            page.locator('[data-command="runmenu:run-all"]').click()
+            run_all(page, url, token, "lab.ipynb")
 
             temperature = page.locator(".widget-hslider", has_text="temperature")
             entropy = page.locator(".lab-entropy")
             chart = page.locator("svg.lab-chart")
             expect(entropy).to_be_visible(timeout=60_000)
             expect(temperature.locator(".widget-readout")).to_have_text("1.00")
+            expect(page.locator(".widget-hslider", has_text="continuation length").locator(".widget-readout")
+                   ).to_have_text("300")
             entropy_before, chart_before = entropy.inner_text(), chart.inner_html()
             assert re.fullmatch(r"[0-9.]+ nats = [0-9.]+ bits", entropy_before)
 
             temperature.locator(".noUi-handle").focus()
-            for _ in range(10):                              # 10 steps of 0.05: 1.00 -> 1.50
-                page.keyboard.press("ArrowRight")
+            times = [slider_step_response(page, "ArrowRight") for _ in range(10)]  # 1.00 -> 1.50
+            times += [slider_step_response(page, "ArrowLeft") for _ in range(4)]   # 1.50 -> 1.30
+            for _ in range(4):
+                page.keyboard.press("ArrowRight")                                                        # back to 1.50
             expect(temperature.locator(".widget-readout")).to_have_text("1.50", timeout=10_000)
-            expect(entropy).not_to_have_text(entropy_before, timeout=15_000)
-            entropy_after = entropy.inner_text()
-            page.wait_for_timeout(300)                      # let the last slider event finish redrawing
+            expect(page.locator(".lab-status").first).to_contain_text("generating 300 tokens")
+            expect(page.locator(".lab-status.lab-done")).to_be_attached(timeout=240_000)  # the continuation arrived
             entropy_after = entropy.inner_text()
             assert float(entropy_after.split()[0]) > float(entropy_before.split()[0])   # hotter: more entropy
             assert chart.inner_html() != chart_before and "nan" not in chart.inner_html().lower()
 
+            median, worst = statistics.median(times), max(times)
+            print(f"slider step to new chart at continuation length 300: median {median:.3f} s, worst {worst:.3f} s "
+                  f"over {len(times)} steps")
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.locator(".jp-OutputArea-output").last.scroll_into_view_if_needed()
             page.screenshot(path=str(SCREENSHOT))
             assert errors == [], f"JavaScript errors: {errors}"
+            assert median <= 0.5 and worst <= 1.5, f"slow redraws (s): {[round(t, 3) for t in times]}"
         finally:
             browser.close()
