@@ -1,5 +1,6 @@
 """The grader's machinery: safe values on the wire, proxies that behave like the student's objects,
-the plan of a submission, and the output files (CSV, Gradescope results.json, report.txt).
+the plan of a submission, the output files (CSV, Gradescope results.json, report.txt), and the
+command on one of the course's real units.
 
 Hostile submissions are in test_grading_hostile.py; agreement with nbgrader in
 test_nbgrader_roundtrip.py.
@@ -111,7 +112,7 @@ def test_oversized_messages_are_not_read():
     os.close(write)
 
 
-# --- a unit of our own, to exercise what unit 00 does not ------------------------------------------------
+# --- a unit of our own: generators, in-place changes, objects, NumPy ------------------------------------------------
 
 def _cell(source, grade_id=None, points=None):
     cell = nbformat.v4.new_code_cell(source)

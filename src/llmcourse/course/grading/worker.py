@@ -69,6 +69,10 @@ class CappedOutput:
             self.budget["dropped"] += len(keep)
         return len(text)
 
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
     def flush(self) -> None:
         pass
 
