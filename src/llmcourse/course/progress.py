@@ -103,8 +103,10 @@ def questions_of(solution) -> list[tuple[str, str, float, bool]]:
 # --- grading ------------------------------------------------------------------------------------------
 
 
-def unit_progress(exercise_path: Path, solutions_dir: Path, limits=None) -> UnitProgress:
+def unit_progress(exercise_path: Path, solutions_dir: Path, limits=None, report=None) -> UnitProgress:
     """Grade one exercise notebook as the grader does; an unstarted one is not run.
+
+    report: told "grading <unit> ..." before a notebook is run (it takes 10-20 s).
 
     The notebook is hashed before and after: a change would be reported in `problems`.
     """
@@ -124,6 +126,8 @@ def unit_progress(exercise_path: Path, solutions_dir: Path, limits=None) -> Unit
                      for q, title, points, by_hand in questions_of(solution)]
         return UnitProgress(solution_path.stem, questions, graded=False)
 
+    if report is not None:
+        report(f"grading {solution_path.stem} ...")
     unit = load_unit(solution_path)
     result = grade_submission(unit, "you", exercise_path, limits or Limits(),
                               protected={"your notebook": exercise_path})
@@ -155,7 +159,7 @@ def exercise_notebooks(exercises_dir: Path, only: list[str] | None = None) -> li
 
 def course_progress(exercises_dir: Path | str, solutions_dir: Path | str, only: list[str] | None = None,
                     limits=None, report=print) -> list[UnitProgress]:
-    """unit_progress for every exercise notebook; `report` is told about each unit as it finishes."""
+    """unit_progress for every exercise notebook; `report` (print) is told what is being graded and the result."""
     exercises_dir, solutions_dir = Path(exercises_dir), Path(solutions_dir)
     if not exercises_dir.is_dir():
         raise ValueError(f"no exercises folder at {exercises_dir}; pass --exercises DIR")
@@ -164,10 +168,10 @@ def course_progress(exercises_dir: Path | str, solutions_dir: Path | str, only: 
                          f"source); pass --solutions DIR, or ask your instructor to run the grader")
     results = []
     for path in exercise_notebooks(exercises_dir, only):
-        progress = unit_progress(path, solutions_dir, limits)
+        progress = unit_progress(path, solutions_dir, limits, report)
         results.append(progress)
         if report is not None and progress.graded:
-            report(f"graded {progress.unit}: {progress.points:g}/{progress.max_points:g} points "
+            report(f"  {progress.unit}: {progress.points:g}/{progress.max_points:g} points "
                    f"({progress.seconds:.0f} s)")
     if report is not None:
         skipped = [r.unit for r in results if not r.graded]
