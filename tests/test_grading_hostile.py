@@ -6,7 +6,8 @@ Each student is its handed-out exercise with some answers pasted in and somethin
 For each: the grade is exactly what its correct answers earn (honest students keep their exact
 grades), the batch completes, no process a submission started is left running, and nothing
 outside the results folder changes. A second, smaller batch runs without Landlock, where as root
-the worker's own user and namespaces are all that keep it in its box.
+the worker's own user and namespaces are all that keep it in its box (and with --unsafe-unconfined,
+which must change nothing where the worker can be confined).
 
 Short limits (3 s a cell, 2 s of the grader's own CPU time per submission) keep the suite's run
 time small; the batches print their time.
@@ -544,7 +545,7 @@ print(attempts)
     for student, (submission, _) in students.items():
         submission.save(subs / f"{student}.ipynb")
     before = _hashes(tmp)
-    run, seconds = grade(tmp, "--no-landlock")
+    run, seconds = grade(tmp, "--no-landlock", "--unsafe-unconfined")  # allowed, but never needed as root
     print(f"\nbatch without Landlock: {len(students)} submissions graded in {seconds:.1f} s")
     written = {p.name: p.read_bytes() for p in [out / "grades.csv", out / "aa_earlier" / "report.txt"] if p.exists()}
     time.sleep(3)  # longer than the attacker's process waits before it rewrites grades.csv
@@ -563,6 +564,7 @@ def test_without_landlock_root_still_keeps_the_worker_in_its_box(without_landloc
     assert batch["strays"] == []
     text = (batch["tmp"] / "results" / "attacker" / "report.txt").read_text()
     assert "user nobody" in text and "own PID namespace" in text and "landlock ABI" not in text
+    assert "UNSAFE" not in text and "unsafe" not in next(iter(batch["rows"].values()))
     assert "raised" not in (batch["tmp"] / "results" / "zz_later" / "report.txt").read_text()
     assert not Path("/tmp/llmcourse-leak").exists()
 
