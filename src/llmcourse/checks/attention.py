@@ -13,7 +13,8 @@ import math
 import torch
 
 from llmcourse.attention import attention, causal_mask
-from llmcourse.checks.core import _as_tensor, answered, call, choice, compare, fail, hint_giver, measured, passed, requires
+from llmcourse.checks.core import (_as_tensor, answered, call, choice, compare, fail, hint_giver, measured, passed,
+                                   requires)
 
 QUESTION_KINDS = {"q1": "build", "q2": "build", "q3": "build", "q4": "experiment", "q5": "interpret",
                   "q6": "interpret"}

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from llmcourse.checks.core import answered, call, choice, compare, fail, hint_giver, measured, passed, requires
+from llmcourse.checks.core import call, choice, compare, hint_giver, measured, passed, requires
 
 QUESTION_KINDS = {"q1": "build", "q2": "build", "q3": "build", "q4": "experiment", "q5": "interpret",
                   "q6": "interpret"}

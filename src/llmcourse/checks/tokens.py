@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from llmcourse.checks.core import (CheckFailure, answered, call, choice, compare, fail, hint_giver, measured, passed,
                                    requires)
 from llmcourse.data import python_docs
-from llmcourse.tokenizers import BPETokenizer, get_stats, merge, split_text, train_bpe
+from llmcourse.tokenizers import BPETokenizer, merge, split_text, train_bpe
 
 QUESTION_KINDS = {"q1": "build", "q2": "build", "q3": "build", "q4": "experiment", "q5": "interpret",
                   "q6": "interpret"}

@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from llmcourse.checks.core import answered, call, choice, compare, fail, hint_giver, measured, passed, requires
+from llmcourse.checks.core import call, choice, compare, fail, hint_giver, measured, passed, requires
 from llmcourse.model import Block, GPTConfig
 
 QUESTION_KINDS = {"q1": "build", "q2": "build", "q3": "experiment", "q4": "interpret", "q5": "interpret"}
