@@ -143,3 +143,21 @@ def test_chart_and_command_line(folder, tmp_path, capsys):
     assert "not started, so not run: 04" in out and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert progress.main(["--exercises", str(tmp_path / "nowhere")]) == 2
     assert "no exercises folder" in capsys.readouterr().err
+
+
+def test_an_untouched_exercise_is_recognised_by_its_fingerprint_alone(tmp_path):
+    """Even when the solutions changed since it was generated, a fingerprinted exercise is not run."""
+    from llmcourse.course.exercises import is_untouched
+
+    name = find_solution(UNTOUCHED, ROOT / "solutions").name
+    (tmp_path / "exercises").mkdir()
+    (tmp_path / "solutions").mkdir()
+    shutil.copy(ROOT / "exercises" / name, tmp_path / "exercises" / name)
+    changed = read_notebook(ROOT / "solutions" / name)
+    answer = next(c for c in changed.cells if is_answer_cell(c))
+    answer.source = "# a line added to the solutions since\n" + answer.source   # so its stub changes too
+    (tmp_path / "solutions" / name).write_text(serialise(changed), encoding="utf-8")
+    assert is_untouched(tmp_path / "exercises" / name)
+    assert progress.started_questions(read_notebook(tmp_path / "exercises" / name), changed)  # stubs differ now
+    unit = progress.unit_progress(tmp_path / "exercises" / name, tmp_path / "solutions")
+    assert not unit.graded and unit.points == 0

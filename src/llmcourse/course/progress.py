@@ -5,8 +5,9 @@ the same tests from `solutions/`, hidden ones included, run against your answers
 sandboxed process with the same limits. Your notebooks are only read, never changed (the grader
 hashes the folder before and after and reports any change).
 
-A unit you have not started is not run at all: if every answer cell still holds the stub the
-generator wrote, each question scores 0 at no cost. The result is a table, units x questions,
+A unit you have not started is not run at all: if the notebook is still exactly what the
+generator wrote (its fingerprint says so), or every answer cell still holds the stub the generator
+writes, each question scores 0 at no cost. The result is a table, units x questions,
 with the points earned, what is left and the next question to do, and a bar chart of points per
 unit (saved as a PNG, or drawn inline when called from a notebook with `show_progress()`).
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmcourse.course import units
-from llmcourse.course.exercises import MANUAL_ANSWER, make_exercise
+from llmcourse.course.exercises import MANUAL_ANSWER, is_untouched, make_exercise
 from llmcourse.course.notebook import is_answer_cell, nbgrader, question_id, read_notebook
 
 DONE, FAILING, NOT_STARTED, WRITTEN = "done", "failing", "not started", "written"
@@ -119,8 +120,9 @@ def unit_progress(exercise_path: Path, solutions_dir: Path, limits=None, report=
         exercise = read_notebook(exercise_path)
     except Exception as exc:  # a notebook that does not parse: the grader says why, below
         started, problem = None, f"{exercise_path.name} could not be read: {exc}"
-    else:
-        started, problem = started_questions(exercise, solution), ""
+    else:  # untouched since the generator wrote it (its fingerprint), or every answer still the stub
+        started = set() if is_untouched(exercise_path) else started_questions(exercise, solution)
+        problem = ""
     if started == set():
         questions = [QuestionProgress(q, title, 0.0, points, NOT_STARTED, by_hand)
                      for q, title, points, by_hand in questions_of(solution)]
