@@ -82,22 +82,17 @@ def gpt2_config(hf_config: dict) -> GPTConfig:
                          f"architecture only; use HuggingFaceAdapter to put other models in the lab")
     d = hf_config.get("n_embd", 768)
     activation = hf_config.get("activation_function", "gelu_new")
-    refused = {
-        "activation_function": (activation, activation in GELU_APPROXIMATIONS, sorted(GELU_APPROXIMATIONS)),
-        "n_inner": (hf_config.get("n_inner"), hf_config.get("n_inner") in (None, 4 * d), f"None or {4 * d}"),
-        "layer_norm_epsilon": (hf_config.get("layer_norm_epsilon", 1e-5),
-                               hf_config.get("layer_norm_epsilon", 1e-5) == 1e-5, "1e-05"),
-        "scale_attn_weights": (hf_config.get("scale_attn_weights", True),
-                               hf_config.get("scale_attn_weights", True) is True, "true"),
-        "scale_attn_by_inverse_layer_idx": (hf_config.get("scale_attn_by_inverse_layer_idx", False),
-                                            hf_config.get("scale_attn_by_inverse_layer_idx", False) is False,
-                                            "false"),
-        "add_cross_attention": (hf_config.get("add_cross_attention", False),
-                                hf_config.get("add_cross_attention", False) is False, "false"),
+    settings = {  # name: (the file's value, the values the course GPT supports)
+        "activation_function": (activation, tuple(GELU_APPROXIMATIONS)),
+        "n_inner": (hf_config.get("n_inner"), (None, 4 * d)),
+        "layer_norm_epsilon": (hf_config.get("layer_norm_epsilon", 1e-5), (1e-5,)),  # nn.LayerNorm's default
+        "scale_attn_weights": (hf_config.get("scale_attn_weights", True), (True,)),
+        "scale_attn_by_inverse_layer_idx": (hf_config.get("scale_attn_by_inverse_layer_idx", False), (False,)),
+        "add_cross_attention": (hf_config.get("add_cross_attention", False), (False,)),
     }
-    for name, (value, ok, expected) in refused.items():
-        if not ok:
-            raise ValueError(f"config.json has {name}={value!r}; the course GPT supports {expected}")
+    for name, (value, supported) in settings.items():
+        if value not in supported:
+            raise ValueError(f"config.json has {name}={value!r}; the course GPT supports {list(supported)}")
     return GPTConfig(vocab_size=hf_config.get("vocab_size", 50257),
                      context_length=hf_config.get("n_positions", hf_config.get("n_ctx", 1024)),
                      n_layers=hf_config.get("n_layer", 12), d_model=d, n_heads=hf_config.get("n_head", 12),
