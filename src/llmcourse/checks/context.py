@@ -1,104 +1,183 @@
-"""Checks for exercises/11_context.ipynb: attention FLOPs, the KV cache, the crossover, few-shot prompts, accuracy.
+"""Checks for exercises/11_context.ipynb: attention with a KV cache, the in-context counting predictor,
+its accuracy along the context, and what a long context costs in memory.
 
-Each check calls the student's function on its own seeded inputs (the hidden tests use other
-seeds), compares with `llmcourse.context` and names the classic mistakes: T d^2 where T^2 d was
-meant, forgetting that the cache holds keys *and* values, bits for bytes, a prompt that does not
-end where the model should start answering, averaging over the wrong axis.
+The build checks call the student's functions on seeded inputs (the hidden tests use other seeds)
+and compare with full causal attention and with `llmcourse.context`, naming the classic mistakes:
+no 1/sqrt(d) scaling, the new token left out of its own attention, a cache that does not grow,
+counts that include the future. The experiment checks run the same task themselves.
 """
 from __future__ import annotations
 
-import random
+import math
 
 import torch
 
-from llmcourse import context
-from llmcourse.checks.core import call, compare, fail, passed
+from llmcourse import context as lib
+from llmcourse.checks.core import answered, call, compare, fail, hint_giver, measured, passed, requires
+
+QUESTION_KINDS = {"q1": "build", "q2": "build", "q3": "experiment", "q4": "interpret", "q5": "interpret"}
+
+HINTS = {
+    "q1": ("While generating, the new token attends to every earlier token and to itself; the cache keeps "
+           "the earlier keys and values so that they are not computed again.",
+           "Append the new key and value to the cached ones first (torch.cat along the token axis), then "
+           "score the query against all keys, scale by 1 / sqrt(d), softmax over the tokens, and blend the values.",
+           "keys = cat([cache['k'], k[None]]); values likewise; weights = softmax(keys @ q / sqrt(d), dim=0); "
+           "return weights @ values, {'k': keys, 'v': values}."),
+    "q2": ("At each position, count how often each token has appeared so far (that position included) and "
+           "predict the most frequent one.",
+           "one_hot turns tokens into (batch, time, vocab) indicator vectors; a running sum along time gives the "
+           "counts so far; argmax over the vocabulary picks the most frequent (the smallest id on a tie).",
+           "one_hot(tokens, vocab_size).cumsum(dim=1).argmax(dim=-1)"),
+    "q3": ("Predict every next token from the tokens before it, compare with the truth, and average over the "
+           "sequences at each position.",
+           "The prediction made at position t (from tokens 0..t) is for token t + 1: compare "
+           "count_predictions(tokens)[:, :-1] with tokens[:, 1:]. Average the matches over the batch.",
+           "accuracy = (predictions[:, :-1] == tokens[:, 1:]).double().mean(0); accuracy_first = accuracy[0]; "
+           "accuracy_late = accuracy[-8:].mean(), as floats."),
+    "q4": ("Write the cache's bytes for a context of T tokens and the weights' bytes, and find where they meet.",
+           "The cache holds a key and a value of width d_model per token and per layer, 4 bytes per number in "
+           "float32; the weights are the model's parameters, also 4 bytes each.",
+           "the smallest integer T with 2 x n_layers x T x d_model >= parameters: math.ceil(parameters / "
+           "(2 n_layers d_model))."),
+}
+hint = hint_giver(HINTS)
 
 
-def q1(attention_flops, seed: int = 0) -> None:
-    """4 T^2 d: the FLOPs of Q K^T and weights x V in one layer."""
-    rng = random.Random(seed)
-    for _ in range(3):
-        T, d = rng.choice([16, 64, 100, 1024, 4096]), rng.choice([32, 96, 128, 768])
-        got = call("q1", attention_flops, T, d)
-        compare("q1", got, context.attention_flops(T, d), name=f"attention_flops(T={T}, d={d})", mistakes=[
-            ("got 2 T^2 d: either counted only Q K^T (weights x V costs as much again) or counted a "
-             "multiply-add as 1 FLOP (it is 2)", 2 * T * T * d),
-            ("wrote T d^2 instead of T^2 d: attention's cost grows with the *square of the length*", 4 * T * d * d),
-            ("counted 8 T^2 d: multiplied by 2 for the two products twice", 8 * T * T * d),
-        ], hint="Q K^T is a (T, d) x (d, T) product: T*T*d multiply-adds, 2 FLOPs each; weights x V is the same")
-    passed("q1", "attention costs 4·T²·d FLOPs per layer")
-
-
-def q2(kv_cache_bytes, seed: int = 0) -> None:
-    """2 L T d bytes_per_value: keys and values, every layer, every token."""
-    rng = random.Random(seed)
-    for b in (4, 2, rng.choice([2, 4])):  # 4 first: with 2 bytes "forgot the 2" and "forgot dtype_bytes" look alike
-        L, T, d = rng.choice([3, 6, 12, 32]), rng.choice([64, 1000, 8192]), rng.choice([128, 512, 4096])
-        got = call("q2", kv_cache_bytes, L, T, d, b)
-        right = 2 * L * T * d * b
-        compare("q2", got, right, name=f"kv_cache_bytes(n_layers={L}, T={T}, d={d}, dtype_bytes={b})", mistakes=[
-            ("forgot the factor 2: the cache holds the keys AND the values", L * T * d * b),
-            ("forgot the layers: every layer keeps its own keys and values", 2 * T * d * b),
-            ("forgot dtype_bytes: that counts values, not bytes", 2 * L * T * d),
-            ("multiplied by 8 bits per byte: the answer is in bytes", right * 8),
-            ("used T^2: the cache grows linearly with T (one key and one value per token)", 2 * L * T * T * d * b),
-        ])
-    passed("q2", "the KV cache takes 2·L·T·d·bytes")
-
-
-def q3(crossover_length, seed: int = 0) -> None:
-    """The T where 4 T^2 d = 24 T d^2: T = 6 d."""
-    rng = random.Random(seed)
-    for _ in range(3):
-        d = rng.choice([64, 128, 768, 4096, 12288])
-        got = call("q3", crossover_length, d)
-        compare("q3", got, 6 * d, name=f"crossover_length(d={d})", mistakes=[
-            ("returned d / 6: solve 4 T^2 d = 24 T d^2 for T, which gives T = 24 d / 4", d / 6),
-            ("returned 24 d: divide by the 4 of attention's 4 T^2 d", 24 * d),
-            ("returned 36 d^2 (T^2?); solve for T itself", 36 * d * d),
-        ], hint="divide both sides of 4 T^2 d = 24 T d^2 by 4 T d")
-        if not isinstance(got, int) or isinstance(got, bool):
-            fail("q3", f"crossover_length(d={d}) returned {type(got).__name__} {got!r}; return an int (a number of tokens): use // or int()")
-    passed("q3", "attention overtakes the weight matrices at T = 6·d")
-
-
-def q4(few_shot_prompt, seed: int = 0) -> None:
-    """ "Q: x\\nA: y\\n" per example, then "Q: query\\nA:"."""
-    rng = random.Random(seed)
-    words = ["cat", "dog", "sun", "tree", "code", "moon", "bird", "fish"]
-    examples = [(w, w[::-1]) for w in rng.sample(words, 3)]
-    query = rng.choice([w for w in words if w not in dict(examples)])
-    cases = [(examples, query), ([], "hello"), (examples[:1], "x y")]
-    for ex, q in cases:
-        got = call("q4", few_shot_prompt, list(ex), q)
-        right = context.few_shot_prompt(ex, q)
-        body = "".join(f"Q: {a}\nA: {b}\n" for a, b in ex)
-        compare("q4", got, right, name=f"few_shot_prompt({ex!r}, {q!r})", mistakes=[
-            ("ended with 'A: ' (a trailing space): the prompt must end right after 'A:'", right + " "),
-            ("ended with 'A:\\n': the prompt must end right after 'A:' so the answer comes next", right + "\n"),
-            ("left out the final 'A:': without it the model does not know an answer comes next", body + f"Q: {q}\n"),
-            ("left out the query: the prompt must end with the question the model should answer", body),
-            ("separated the examples by a blank line; use exactly one '\\n' after each answer",
-             "".join(f"Q: {a}\nA: {b}\n\n" for a, b in ex) + f"Q: {q}\nA:"),
-        ], hint=f"expected {right!r}")
-    passed("q4", "the few-shot prompt has the exact format and ends at 'A:'")
-
-
-def q5(accuracy_by_position, seed: int = 0) -> None:
-    """(batch, time) predictions and targets -> (time,) fraction right at each position."""
+def _qkv(seed: int, T: int = 7, d: int = 8):
     g = torch.Generator().manual_seed(seed)
-    B, T = 5 + seed % 3, 7 + seed % 4
-    targets = torch.randint(4, (B, T), generator=g)
-    predictions = torch.where(torch.rand(B, T, generator=g) < 0.6, targets, torch.randint(4, (B, T), generator=g))
-    got = call("q5", accuracy_by_position, predictions.clone(), targets.clone())
-    right = (predictions == targets).float().mean(0)
-    compare("q5", got, right, name="accuracy_by_position(predictions, targets)", mistakes=[
-        ("averaged over the positions (dim 1) instead of over the sequences (dim 0): one number per position",
-         (predictions == targets).float().mean(1)),
-        ("returned the number right, not the fraction: divide by the batch size", (predictions == targets).float().sum(0)),
-        ("returned one overall accuracy; return one value per position", (predictions == targets).float().mean()),
-    ])
-    if isinstance(got, torch.Tensor) and not got.is_floating_point():
-        fail("q5", f"accuracy_by_position returned dtype {got.dtype}; return floats (use .float() before .mean)")
-    passed("q5", "accuracy per position, averaged over the sequences")
+    return [torch.randn(T, d, generator=g, dtype=torch.float64) for _ in range(3)]
+
+
+def _causal(q, k, v, scale):
+    T = q.shape[0]
+    scores = (q @ k.T) * scale
+    scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), -math.inf)
+    return torch.softmax(scores, -1) @ v
+
+
+def q1(attend_with_cache, seed: int = 0) -> None:
+    """attend_with_cache(q, k, v, cache) -> (out (d,), cache): one decoding step of causal attention."""
+    q, k, v = _qkv(seed)
+    T, d = q.shape
+    expected = _causal(q, k, v, 1 / math.sqrt(d))
+    cache = {"k": torch.zeros(0, d, dtype=torch.float64), "v": torch.zeros(0, d, dtype=torch.float64)}
+    outputs = []
+    for t in range(T):
+        out = call("q1", attend_with_cache, q[t].clone(), k[t].clone(), v[t].clone(),
+                   {"k": cache["k"].clone(), "v": cache["v"].clone()})
+        if not isinstance(out, (tuple, list)) or len(out) != 2 or not isinstance(out[1], dict):
+            fail("q1", f"attend_with_cache should return a pair (output, cache dict); got {type(out).__name__}",
+                 "return the new token's output and the cache with its key and value appended")
+        y, cache = out
+        if not all(isinstance(cache.get(name), torch.Tensor) for name in ("k", "v")):
+            fail("q1", "the returned cache must be a dict with tensors under 'k' and 'v'")
+        if cache["k"].shape != (t + 1, d):
+            fail("q1", f"after step {t} the cache's keys have shape {tuple(cache['k'].shape)}, expected {(t + 1, d)}: "
+                       "the cache must grow by one token per step.",
+                 "append the new key (and value) to the cached ones and return the longer tensors")
+        if t == 0 and isinstance(y, torch.Tensor) and y.is_floating_point() and (torch.isnan(y).any() or
+                                                                                  (y == 0).all()):
+            fail("q1", "the first step's output is NaN or all zeros: the new token did not attend to itself "
+                       "(with an empty cache there were no keys at all).",
+                 "append the new key and value BEFORE computing the attention weights")
+        outputs.append(y)
+    got = torch.stack(outputs) if all(isinstance(y, torch.Tensor) and y.shape == (d,) for y in outputs) else outputs
+    compare("q1", got, expected, name=f"the outputs of {T} decoding steps", mistakes=[
+        ("no 1/sqrt(d) scaling of the scores", _causal(q, k, v, 1.0)),
+        ("scaled the scores by 1/d instead of 1/sqrt(d)", _causal(q, k, v, 1 / d)),
+        ("the new token attends only to the earlier ones: append its key and value before the attention",
+         torch.cat([v[:1], torch.stack([torch.softmax(k[:t] @ q[t] / math.sqrt(d), 0) @ v[:t]
+                                        for t in range(1, T)])])),
+    ], hint="row t of full causal attention is what step t must return")
+    compare("q1", cache["k"], k, name="the final cache of keys", hint="the cache holds every key, in order")
+    compare("q1", cache["v"], v, name="the final cache of values", hint="the cache holds every value, in order")
+    passed("q1", f"{T} steps with a KV cache give exactly the rows of full causal attention")
+
+
+def q2(count_predictions, seed: int = 0) -> None:
+    """count_predictions(tokens, vocab_size): the most frequent token so far at each position (ties: smallest)."""
+    g = torch.Generator().manual_seed(seed)
+    tokens, _ = lib.favourite_token_task(6, 12, 5, 0.4, generator=g)
+    got = call("q2", count_predictions, tokens.clone(), 5)
+    expected = lib.count_predictions(tokens, 5)
+    counts = torch.nn.functional.one_hot(tokens, 5)
+    before = counts.cumsum(1) - counts
+    compare("q2", got, expected, name="count_predictions(tokens, 5)", mistakes=[
+        ("counted over the whole sequence, future included: at position t only tokens 0..t are known",
+         counts.sum(1, keepdim=True).argmax(-1).expand(-1, tokens.shape[1])),
+        ("counted only the tokens BEFORE position t; the token at t is known when predicting t + 1",
+         before.argmax(-1)),
+        ("predicted the last token seen instead of the most frequent", tokens),
+        ("ties went to the largest id; argmax picks the first (smallest) id",
+         (counts.cumsum(1).flip(-1).argmax(-1) * -1 + 4)),
+    ], hint="a running count along the time axis, then the argmax over the vocabulary")
+    passed("q2", "the counting predictor: the most frequent token so far, at every position")
+
+
+# --------------------------------------------------------------------------- q3: in-context accuracy
+
+BATCH, LENGTH, VOCAB, P_FAVOURITE = 2000, 32, 8, 0.5
+
+
+def favourite_tokens() -> torch.Tensor:
+    """The task of q3: BATCH sequences of LENGTH tokens, each with its own favourite (seed 0)."""
+    tokens, _ = lib.favourite_token_task(BATCH, LENGTH, VOCAB, P_FAVOURITE, generator=torch.Generator().manual_seed(0))
+    return tokens
+
+
+def accuracy_curve() -> torch.Tensor:
+    tokens = favourite_tokens()
+    return (lib.count_predictions(tokens, VOCAB)[:, :-1] == tokens[:, 1:]).double().mean(0)
+
+
+def q3(accuracy_first, accuracy_late, count_predictions) -> None:
+    """Accuracy of the counting predictor for the 2nd token, and averaged over the last 8 predictions."""
+    requires("q3", "q2", "count_predictions", lambda: q2(count_predictions))
+    answered("q3", accuracy_first, "accuracy_first")
+    curve = accuracy_curve()
+    tokens = favourite_tokens()
+    aligned_wrong = (lib.count_predictions(tokens, VOCAB) == tokens).double().mean(0)
+    measured("q3", accuracy_first, float(curve[0]), tolerance=1e-6, name="accuracy_first",
+             what="the prediction made after the first token, for the second", mistakes=[
+                 ("compared each prediction with the token at its own position, which it has already seen; "
+                  "the prediction at t is for token t + 1", float(aligned_wrong[0])),
+             ])
+    measured("q3", accuracy_late, float(curve[-8:].mean()), tolerance=1e-6, name="accuracy_late",
+             what="the mean accuracy of the last 8 predictions", mistakes=[
+                 ("compared each prediction with the token at its own position; the prediction at t is for "
+                  "token t + 1", float(aligned_wrong[-8:].mean())),
+                 ("the mean over ALL positions, not the last 8", float(curve.mean())),
+             ])
+    ceiling = P_FAVOURITE + (1 - P_FAVOURITE) / VOCAB
+    passed("q3", f"accuracy rises from {float(curve[0]):.3f} after one token to {float(curve[-8:].mean()):.3f} late "
+                 f"in the context (knowing the favourite would give {ceiling:.4f})")
+
+
+# --------------------------------------------------------------------------- q4: the cache against the weights
+
+
+def shipped_config() -> tuple[int, int, int]:
+    """(parameters, n_layers, d_model) of the shipped character model, read from its checkpoint."""
+    from llmcourse.checkpoints import load_pretrained
+    pretrained = load_pretrained("python_docs_char")
+    config = pretrained.model.config
+    return sum(p.numel() for p in pretrained.model.parameters()), config.n_layers, config.d_model
+
+
+def q4(context_where_cache_equals_weights) -> None:
+    """The smallest context length at which the shipped model's float32 KV cache (one sequence) holds at
+    least as many bytes as its float32 weights."""
+    answered("q4", context_where_cache_equals_weights, "context_where_cache_equals_weights")
+    parameters, n_layers, d = shipped_config()
+    expected = math.ceil(parameters / (2 * n_layers * d))
+    measured("q4", context_where_cache_equals_weights, expected, tolerance=0.5,
+             name="context_where_cache_equals_weights",
+             what=f"{parameters:,} parameters; the cache holds 2 x {n_layers} layers x {d} numbers per token",
+             mistakes=[
+                 ("forgot the values: the cache keeps a key AND a value per token and layer",
+                  math.ceil(parameters / (n_layers * d))),
+                 ("forgot the layers: every layer keeps its own keys and values", math.ceil(parameters / (2 * d))),
+                 ("rounded down: at that length the cache is still a little smaller than the weights", expected - 1),
+             ])
+    passed("q4", f"from {expected} tokens on, the cache of one sequence outweighs the model itself")
