@@ -153,3 +153,29 @@ def distill(student, batches, *, steps: int, temperature: float = 2.0, alpha: fl
             progress()
     student.eval()
     return history
+
+
+def teacher_sampled_batches(teacher, tokenizer, tokens: torch.Tensor, *, n_batches: int, batch_size: int = 16,
+                            context_length: int = 32, prompt_length: int = 8, temperature: float = 1.0,
+                            seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor, None]]:
+    """Data for *sequence-level* distillation (Kim & Rush, 2016): text written by the teacher.
+
+    The same random windows as `teacher_batches(seed=seed)`, but only their first `prompt_length`
+    tokens are kept; the teacher samples the rest (at `temperature`, with the KV cache). The
+    student then trains on the teacher's text with the ordinary next-token loss (alpha = 0):
+    it learns what the teacher *writes*, not the teacher's whole distribution at each position.
+    Returns [(x, y, None), ...] with x, y: (B, T), y = x shifted by one.
+    """
+    from llmcourse.generation import GPTAdapter, generate
+    from llmcourse.sampling import SamplingConfig
+
+    check_int(n_batches, "n_batches")
+    if not 1 <= prompt_length <= context_length:
+        raise ValueError(f"prompt_length must be in [1, context_length = {context_length}]; got {prompt_length!r}")
+    generator = torch.Generator().manual_seed(seed)
+    prompts = [get_batch(tokens, batch_size, context_length, generator)[0][:, :prompt_length] for _ in range(n_batches)]
+    prompts = torch.cat(prompts)                                                 # (n_batches * B, prompt_length)
+    new = generate(GPTAdapter(teacher.eval(), tokenizer), prompts.tolist(), context_length + 1 - prompt_length,
+                   SamplingConfig(temperature=temperature), generator=torch.Generator().manual_seed(seed + 1))
+    text = torch.cat([prompts, torch.as_tensor(new.tokens)], dim=1)              # (n_batches * B, T + 1)
+    return [(rows[:, :-1], rows[:, 1:], None) for rows in text.split(batch_size)]
