@@ -126,11 +126,3 @@ def test_sample_token_is_an_inverse_cdf_draw():
     assert abs(draws.count(0) / 400 - 0.5) < 0.08 and set(draws) == {0, 1, 2}
     one_hot = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
     assert all(check.sample_token(one_hot, torch.Generator().manual_seed(s)) == 1 for s in range(50))
-
-
-def test_every_question_has_a_kind_and_stepped_hints(capsys):
-    assert set(check.QUESTION_KINDS) == {"q1", "q2", "q3", "q4", "q5"}
-    for question, steps in check.HINTS.items():
-        assert len(steps) >= 2
-        check.hint(question)
-        assert f"Hint 1 of {len(steps)} for {question}" in capsys.readouterr().out
