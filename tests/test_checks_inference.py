@@ -126,3 +126,8 @@ def test_sample_token_is_an_inverse_cdf_draw():
     assert abs(draws.count(0) / 400 - 0.5) < 0.08 and set(draws) == {0, 1, 2}
     one_hot = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
     assert all(check.sample_token(one_hot, torch.Generator().manual_seed(s)) == 1 for s in range(50))
+
+
+def test_q3_accepts_a_tensor_or_a_rounded_float():
+    check.q3(torch.tensor(0.16), next_probs, top_p)
+    check.q3(0.16000000000001, next_probs, top_p)

@@ -172,3 +172,11 @@ def test_stub_fails_with_not_implemented():
         check.q3(None, None, stub)
     with pytest.raises(CheckFailure, match="not answered yet"):
         check.q4(None, None)
+
+
+def test_q3_accepts_the_rate_as_a_tensor_or_rounded_float():
+    best, loss, _ = sweep(adam)
+    check.q3(torch.tensor(best), loss, adam)
+    check.q3(best * (1 + 1e-12), loss, adam)
+    with pytest.raises(CheckFailure, match="not one of LEARNING_RATES"):
+        check.q3("0.3", loss, adam)

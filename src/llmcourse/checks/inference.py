@@ -47,6 +47,17 @@ HINTS = {
 }
 hint = hint_giver(HINTS)
 
+
+def _on_grid(value, grid):
+    """The element of `grid` that `value` (a number, or a 0-d tensor) equals up to rounding, else None."""
+    if isinstance(value, (str, bytes, bool)):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return next((g for g in grid if abs(g - number) <= 1e-6 * abs(g)), None)
+
 NEG_INF = -math.inf
 
 
@@ -238,9 +249,11 @@ def q3(temperature_where_greedy, next_token_probs, top_p_filter) -> None:
     requires("q3", "q2", "next_token_probs", lambda: q2(next_token_probs, top_p_filter))
     answered("q3", temperature_where_greedy, "temperature_where_greedy")
     expected, texts = greedy_temperature()
-    if temperature_where_greedy not in TEMPERATURES:
+    on_grid = _on_grid(temperature_where_greedy, TEMPERATURES)
+    if on_grid is None:
         fail("q3", f"`temperature_where_greedy` = {temperature_where_greedy!r} is not one of TEMPERATURES.",
              "report the temperature itself, as it appears in TEMPERATURES")
+    temperature_where_greedy = on_grid
     if temperature_where_greedy < expected:
         fail("q3", f"at θ = {expected:g}, a higher temperature than your {temperature_where_greedy:g}, the sample "
                    f"already equals the greedy text {texts[expected]!r}.",

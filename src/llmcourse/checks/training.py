@@ -50,6 +50,17 @@ HINTS = {
 hint = hint_giver(HINTS)
 
 
+def _on_grid(value, grid):
+    """The element of `grid` that `value` (a number, or a 0-d tensor) equals up to rounding, else None."""
+    if isinstance(value, (str, bytes, bool)):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return next((g for g in grid if abs(g - number) <= 1e-6 * abs(g)), None)
+
+
 # --------------------------------------------------------------------------- q1: Adam
 
 
@@ -227,9 +238,11 @@ def q3(best_lr, best_final_loss, adam_step) -> None:
     answered("q3", best_lr, "best_lr")
     finals = sweep_final_losses()
     best = min(finals, key=finals.get)
-    if best_lr not in LEARNING_RATES:
+    on_grid = _on_grid(best_lr, LEARNING_RATES)
+    if on_grid is None:
         fail("q3", f"`best_lr` = {best_lr!r} is not one of LEARNING_RATES {LEARNING_RATES}.",
              "report the learning rate itself, as it appears in LEARNING_RATES")
+    best_lr = on_grid
     if best_lr != best:
         worst = max(finals, key=finals.get)
         extra = (" That is the learning rate with the HIGHEST final loss: pick the minimum."
