@@ -184,7 +184,7 @@ class _LabView(w.VBox):
 
 
 def bar_chart_svg(labels: list[str], probs: list[float], reference: list[float], *, width: int = 640,
-                  height: int = 250, title: str = "") -> str:
+                  height: int = 220, title: str = "") -> str:
     """An SVG bar chart: filled bars `probs`, dashed outlines `reference`, probabilities 0..1 on the y axis."""
     left, right, top, bottom = 52, 10, 28, 46
     plot_w, plot_h = width - left - right, height - top - bottom
