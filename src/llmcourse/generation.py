@@ -253,6 +253,31 @@ def encode_known(tokenizer, text: str) -> tuple[list[int], list[str]]:
     return tokenizer.encode("".join(ch for ch in text if ch in known)), dropped
 
 
+def beam_search(model, prompt_ids: Sequence[int], max_new_tokens: int, beam_width: int = 4) -> tuple[list[int], float]:
+    """The continuation of highest total log-probability that a beam of `beam_width` finds.
+
+    Each step extends every kept sequence by every token, scores each candidate by the sum of its
+    tokens' log-probabilities, and keeps the `beam_width` best. beam_width = 1 is greedy decoding;
+    a beam as wide as all possible continuations is an exact search. Returns (new token ids, their
+    total log-probability in nats). No length penalty: every candidate has the same length.
+    `model` is any LanguageModel (one `next_token_logits` call per kept sequence and step).
+    """
+    if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
+        raise ValueError(f"beam_width must be a positive int; got {beam_width!r}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int; got {max_new_tokens!r}")
+    prompt = list(prompt_ids)
+    beams = [([], 0.0)]                                                  # (new ids, total log-probability)
+    for _ in range(max_new_tokens):
+        candidates = []
+        for ids, score in beams:
+            log_probs = torch.log_softmax(model.next_token_logits(prompt + ids).double(), dim=-1)   # (vocab,)
+            top = log_probs.topk(min(beam_width, len(log_probs)))
+            candidates += [(ids + [int(t)], score + float(lp)) for lp, t in zip(top.values, top.indices)]
+        beams = sorted(candidates, key=lambda c: c[1], reverse=True)[:beam_width]
+    return beams[0]
+
+
 # --- measuring generated text -------------------------------------------------------------------------
 
 

@@ -120,6 +120,26 @@ def apply_penalties(logits: torch.Tensor, counts: torch.Tensor, presence_penalty
     return logits - counts * frequency_penalty - (counts > 0).to(logits.dtype) * presence_penalty
 
 
+def apply_repetition_penalty(logits: torch.Tensor, counts: torch.Tensor, penalty: float = 1.0) -> torch.Tensor:
+    """Hugging Face's `repetition_penalty` (Keskar et al., 2019, CTRL): multiplicative, not subtractive.
+
+    Every token that already appeared (count > 0) gets its logit divided by `penalty` if the logit
+    is positive and multiplied by it if negative: either way the token becomes less likely (for
+    penalty > 1). How often it appeared does not matter, and the effect depends on the logit's size
+    and sign, unlike the OpenAI penalties of `apply_penalties`. penalty = 1 changes nothing.
+
+        z = [2, -2, 2], counts = [1, 1, 0], penalty 2 -> [1, -4, 2]
+    """
+    logits = check_logits(logits)
+    if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not penalty > 0:
+        raise ValueError(f"penalty must be a positive number (1 = no penalty); got {penalty!r}")
+    if not isinstance(counts, torch.Tensor) or counts.shape != logits.shape:
+        raise ValueError(f"counts must be a tensor with the logits' shape {tuple(logits.shape)}; "
+                         f"got {type(counts).__name__} {tuple(getattr(counts, 'shape', ()))}")
+    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(counts > 0, penalised, logits)
+
+
 # --- 2. temperature -------------------------------------------------------------------------------
 
 
