@@ -48,6 +48,16 @@ def test_every_deck_ends_with_a_slide_of_its_own():
     assert not wrong, "\n".join(wrong)
 
 
+def test_no_deck_cell_is_hidden_from_deck_mode():
+    """jupyterlab-slideshow shows a cell that continues a slide only when its slide_type is unset: a
+    cell marked "-" (as RISE and nbconvert write it) is not shown at all in deck mode (seen on decks
+    05 and 10: the figure's cell had no height; the same cell without slideshow metadata showed)."""
+    wrong = [f"{path.name} cell {index}" for path in sorted((REPO / "lessons").glob("*.ipynb"))
+             for index, cell in enumerate(read_notebook(path).cells)
+             if cell.metadata.get("slideshow", {}).get("slide_type") == "-"]
+    assert not wrong, "slide_type '-' (remove the slideshow metadata instead): " + ", ".join(wrong)
+
+
 def test_deck_mode_after_run_all_opens_on_a_slide_and_the_lab_answers(tmp_path):
     chromium_or_skip()
     with running_jupyterlab(tmp_path, {DECK.name: read_notebook(DECK)}) as (url, token), sync_playwright() as p:
