@@ -1,7 +1,8 @@
 """The temperature lab in a real browser: JupyterLab in headless Chromium.
 
 Starts JupyterLab (127.0.0.1, a random free port, a token) in a temporary folder holding a small
-notebook that builds the lab with the shipped GPT and a 300-token continuation, with fresh
+notebook that builds the lab with a 300-token continuation, over the shipped GPT and over a tiny
+Hugging Face GPT-2 (random weights, skipped without `transformers`), with fresh
 configuration, runtime and settings folders so no user setting leaks in (the "Jupyter news" prompt
 is switched off there). It runs the notebook and moves the temperature slider with the keyboard,
 step by step, timing each step from the key press to the new chart on the page: the median must
@@ -124,10 +125,30 @@ def lab_notebook(cells: list[str]) -> nbformat.NotebookNode:
     return nb
 
 
-@pytest.fixture
-def jupyterlab(tmp_path):
-    """JupyterLab serving the lab notebook (lab.ipynb)."""
-    with running_jupyterlab(tmp_path, {"lab.ipynb": lab_notebook(LAB_NOTEBOOK)}) as server:
+# The same lab over a Hugging Face model (a tiny random GPT-2 and a BPE tokenizer trained here: no download).
+HF_LAB_NOTEBOOK = [
+    "import torch\n\ntorch.set_num_threads(1)",
+    "from transformers import GPT2Config, GPT2LMHeadModel\n"
+    "from llmcourse.data import python_docs\nfrom llmcourse.gpt2 import HuggingFaceAdapter\n"
+    "from llmcourse.tokenizers import GPT2_SPLIT_PATTERN, BPETokenizer\nfrom llmcourse.widgets import TemperatureLab\n\n"
+    "tok = BPETokenizer.train(python_docs().train[:20_000], 400, special_tokens=['<|endoftext|>'], "
+    "pattern=GPT2_SPLIT_PATTERN)\n"
+    "torch.manual_seed(0)\n"
+    "model = GPT2LMHeadModel(GPT2Config(vocab_size=400, n_positions=64, n_embd=32, n_layer=2, n_head=4, "
+    "bos_token_id=399, eos_token_id=399))\n"
+    "with torch.no_grad():\n    for p in model.parameters():\n        p.normal_(0.0, 0.3)\n"
+    "lab = TemperatureLab(HuggingFaceAdapter(model, tok), prompt=\"The return statement \", length=300)\n"
+    "lab",
+]
+LABS = {"course-gpt": LAB_NOTEBOOK, "hugging-face-gpt2": HF_LAB_NOTEBOOK}
+
+
+@pytest.fixture(params=list(LABS))
+def jupyterlab(request, tmp_path):
+    """JupyterLab serving a lab notebook (lab.ipynb): the course's GPT, or a Hugging Face model."""
+    if request.param == "hugging-face-gpt2":
+        pytest.importorskip("transformers")
+    with running_jupyterlab(tmp_path, {"lab.ipynb": lab_notebook(LABS[request.param])}) as server:
         yield server
 
 
