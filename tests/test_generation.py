@@ -10,7 +10,7 @@ from llmcourse.generation import (GPTAdapter, LanguageModel, NGramAdapter, decod
 from llmcourse.model import GPT, GPTConfig
 from llmcourse.ngram import NGramModel
 from llmcourse.sampling import SamplingConfig
-from llmcourse.tokenizers import CharTokenizer
+from llmcourse.tokenizers import BPETokenizer, CharTokenizer
 from llmcourse.train import TrainConfig, train
 
 
@@ -113,6 +113,13 @@ def test_encode_known_and_text_measures(tokenizer):
     assert repeated_ngram_fraction([1, 2, 1, 2, 1, 2], 2) == pytest.approx(0.6)
     assert repeated_ngram_fraction([1, 2, 3, 4], 2) == 0.0 and repeated_ngram_fraction([1], 3) == 0.0
     assert distinct_n([[1, 2, 3], [1, 2, 4]], 2) == pytest.approx(3 / 4)
+
+
+def test_encode_known_keeps_everything_a_byte_level_tokenizer_can_encode():
+    bpe = BPETokenizer.train("aaabdaaabac", vocab_size=259)
+    text = "abz 🙂 漢字"
+    ids, dropped = encode_known(bpe, text)
+    assert dropped == [] and bpe.decode(ids) == text
 
 
 def test_generate_takes_a_batch_of_prompts(tiny_gpt, tokenizer):

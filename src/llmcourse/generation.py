@@ -244,13 +244,19 @@ def generate_text(model, prompt: str, max_new_tokens: int, config: SamplingConfi
 def encode_known(tokenizer, text: str) -> tuple[list[int], list[str]]:
     """Encode text, dropping characters the tokenizer never saw; return (ids, the dropped characters).
 
+    A tokenizer that can encode every text (byte-level BPE, GPT-2's) drops nothing; one that
+    refuses unseen characters with a ValueError (a character tokenizer) loses only those.
+
         encode_known(CharTokenizer("abc"), "abz") -> ([0, 1], ['z'])
     """
     if not isinstance(text, str):
         raise ValueError(f"text must be a str; got {type(text).__name__}")
-    known = set(tokenizer.vocab)
-    dropped = sorted({ch for ch in text if ch not in known})
-    return tokenizer.encode("".join(ch for ch in text if ch in known)), dropped
+    try:
+        return tokenizer.encode(text), []
+    except ValueError:  # some characters are unknown to this tokenizer: drop just those
+        known = set(tokenizer.vocab)
+        dropped = sorted({ch for ch in text if ch not in known})
+        return tokenizer.encode("".join(ch for ch in text if ch in known)), dropped
 
 
 def beam_search(model, prompt_ids: Sequence[int], max_new_tokens: int, beam_width: int = 4) -> tuple[list[int], float]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmcourse.course import units
+from llmcourse.course.grading import question_title
 from llmcourse.course.exercises import MANUAL_ANSWER, is_untouched, make_exercise
 from llmcourse.course.notebook import is_answer_cell, nbgrader, question_id, read_notebook
 
@@ -86,17 +87,15 @@ def started_questions(exercise, solution) -> set[str]:
 
 def questions_of(solution) -> list[tuple[str, str, float, bool]]:
     """(question, its heading, points, graded by hand?) for each question of a solutions notebook, in order."""
-    from llmcourse.course.grading.unit import _title  # the grader's own reading of a question's heading
-
     found: dict[tuple[str, bool], list] = {}
     heading = ""
     for cell in solution.cells:
         meta = nbgrader(cell)
-        if cell.cell_type == "markdown" and _title(cell.source, ""):
+        if cell.cell_type == "markdown" and question_title(cell.source, ""):
             heading = cell.source
         if meta.get("grade"):
             question, by_hand = question_id(meta["grade_id"]), bool(meta.get("solution"))
-            entry = found.setdefault((question, by_hand), [question, _title(heading, question), 0.0, by_hand])
+            entry = found.setdefault((question, by_hand), [question, question_title(heading, question), 0.0, by_hand])
             entry[2] += float(meta.get("points", 0))
     return [tuple(entry) for entry in found.values()]
 

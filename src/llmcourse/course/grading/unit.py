@@ -181,6 +181,3 @@ def _run_trusted(source: str, filename: str, namespace: dict, path: Path, index:
             exec(compile(python_source(source), filename, "exec"), namespace)
         except Exception as exc:
             raise RuntimeError(f"{path}, cell {index} fails in the grader: {type(exc).__name__}: {exc}") from exc
-
-
-_title = question_title  # the former private name, still imported by the progress command
