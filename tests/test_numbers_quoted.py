@@ -9,7 +9,7 @@ speaker notes) and of the lesson notebook.
 What counts as a number: a run of digits, with an optional decimal part and thousands commas
 ("465,126", "0.67", "1.2"), standing on its own. Digits inside a name or a path (`q6`,
 `10_inference.ipynb`, `SHA-256`, `arXiv:2203.15556`), references to parts of the course
-("unit 13", "section 10", "exercise q6") and years (four-digit integers from 1900 to 2030, as in
+("unit 13", "section 10", "exercise q6", a heading's number: "# 12 · Mixture of experts") and years (four-digit integers from 1900 to 2030, as in
 "Wang et al., 2023") are not quantities and are skipped. Significant digits: leading zeros never count, trailing zeros of an
 integer do not ("10", "100" and "1,000,000" have one; "0.50" and "1.0" have two).
 
@@ -52,6 +52,8 @@ _REFERENCE = re.compile(
     r"|figures?|fig\.|tables?|parts?|steps? \d+ of)\s+(?:q?\d+(?:\s*(?:-|–|,|and|or|to)\s*)?)+",
     re.IGNORECASE,
 )
+# "# 12 · Mixture of experts", "## 11. Summary": the number of a unit or section in a heading.
+_HEADING_NUMBER = re.compile(r"^#{1,6}[ \t]*\d+(?:\.\d+)*[ \t]*[·.:]", re.MULTILINE)
 _YEAR = re.compile(r"(?<![\d,.])(?:19\d\d|20[0-2]\d|2030)(?![\d,]|\.\d)")
 _HTML_TAG = re.compile(r"<[^>]+>")
 _MAGNITUDE_SUFFIX = set("kKMBGT")  # 70B, 256k, 1.5M: a number with a unit letter is still a number
@@ -89,7 +91,7 @@ def _blank(text: str, pattern: re.Pattern) -> str:
 
 def quoted_numbers(text: str, where: str) -> list[Quote]:
     """The numbers with >= 2 significant digits in a piece of prose that must be shown somewhere."""
-    text = _blank(_blank(text, _REFERENCE), _YEAR)
+    text = _blank(_blank(_blank(text, _HEADING_NUMBER), _REFERENCE), _YEAR)
     quotes = []
     for match in _NUMBER.finditer(text):
         before = text[max(0, match.start() - 2): match.start()]
@@ -184,8 +186,8 @@ def test_the_rules_of_what_counts_as_a_number():
     found = [q.text for q in quoted_numbers(
         "At θ = 1: (0.67, 0.24, 0.09); 465,126 characters, 52 % of 31 starts, a 13B model in 2019; "
         "see unit 13, units 07-09, section 10, exercise q6, `10_inference.ipynb`, SHA-256, "
-        "Wang et al., 2023; 10 or 100 steps, 1,000,000 tokens, θ = 0.01, 1.0.", "x")]
-    assert found == ["0.67", "0.24", "465,126", "52", "31", "13", "1.0"]
+        "Wang et al., 2023; 10 or 100 steps, 1,000,000 tokens, θ = 0.01, 1.0.\n# 12 · Title\n## 11. Took 12 steps", "x")]
+    assert found == ["0.67", "0.24", "465,126", "52", "31", "13", "1.0", "12"]
     values = shown_values(["p = 0.6652", "accuracy 52.4%", "1.2e-3"])
     assert is_shown(Quote("0.67", False, "x"), values)
     assert is_shown(Quote("52", True, "x"), values) and is_shown(Quote("0.52", False, "x"), values)
