@@ -21,6 +21,7 @@ import nbformat
 from playwright.sync_api import expect, sync_playwright
 from test_lab_browser import CHROMIUM, CHROMIUM_ARGS, chromium_or_skip, run_all, running_jupyterlab
 
+from llmcourse.course.execute import kernel_language_info
 from llmcourse.course.notebook import read_notebook
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,6 +117,9 @@ def test_a_committed_notebook_opens_unchanged(tmp_path):
     chromium_or_skip()
     deck = read_notebook(DECK)
     assert "language_info" in deck.metadata
+    # The stored Python version is the one that executed the deck; a kernel of another version
+    # would rightly rewrite it, so the deck opens with this machine's (identical on the course's CI).
+    deck.metadata.language_info = kernel_language_info()
     stripped = nbformat.from_dict(json.loads(json.dumps(deck)))
     del stripped.metadata["language_info"]
     notebooks = {DECK.name: deck, "without_language_info.ipynb": stripped}
