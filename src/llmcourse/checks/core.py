@@ -237,3 +237,14 @@ def compare(question: str, got: Any, expected: Any, *, name: str = "your answer"
         fail(question, f"{name} contains {n_nan} NaN and {n_inf} infinite values.",
              hint or "look for exp() of large numbers, log(0) or division by zero")
     fail(question, f"{name} is wrong: " + _describe_mismatch(g, e, rtol, atol), hint)
+
+
+def on_grid(value, grid):
+    """The element of `grid` that `value` (a number, or a 0-d tensor) equals up to rounding, else None."""
+    if isinstance(value, (str, bytes, bool)):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return next((g for g in grid if abs(g - number) <= 1e-6 * abs(g)), None)

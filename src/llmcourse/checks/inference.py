@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from llmcourse.checks.core import answered, call, compare, fail, hint_giver, measured, passed, requires
+from llmcourse.checks.core import answered, call, compare, fail, hint_giver, measured, on_grid, passed, requires
 
 QUESTION_KINDS = {"q1": "build", "q2": "build", "q3": "experiment", "q4": "interpret", "q5": "interpret"}
 
@@ -47,16 +47,6 @@ HINTS = {
 }
 hint = hint_giver(HINTS)
 
-
-def _on_grid(value, grid):
-    """The element of `grid` that `value` (a number, or a 0-d tensor) equals up to rounding, else None."""
-    if isinstance(value, (str, bytes, bool)):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return next((g for g in grid if abs(g - number) <= 1e-6 * abs(g)), None)
 
 NEG_INF = -math.inf
 
@@ -249,11 +239,11 @@ def q3(temperature_where_greedy, next_token_probs, top_p_filter) -> None:
     requires("q3", "q2", "next_token_probs", lambda: q2(next_token_probs, top_p_filter))
     answered("q3", temperature_where_greedy, "temperature_where_greedy")
     expected, texts = greedy_temperature()
-    on_grid = _on_grid(temperature_where_greedy, TEMPERATURES)
-    if on_grid is None:
+    grid_value = on_grid(temperature_where_greedy, TEMPERATURES)
+    if grid_value is None:
         fail("q3", f"`temperature_where_greedy` = {temperature_where_greedy!r} is not one of TEMPERATURES.",
              "report the temperature itself, as it appears in TEMPERATURES")
-    temperature_where_greedy = on_grid
+    temperature_where_greedy = grid_value
     if temperature_where_greedy < expected:
         fail("q3", f"at θ = {expected:g}, a higher temperature than your {temperature_where_greedy:g}, the sample "
                    f"already equals the greedy text {texts[expected]!r}.",

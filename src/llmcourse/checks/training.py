@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from llmcourse.checks.core import answered, call, compare, fail, hint_giver, measured, passed, requires
+from llmcourse.checks.core import answered, call, compare, fail, hint_giver, measured, on_grid, passed, requires
 from llmcourse.train import lr_at
 
 QUESTION_KINDS = {"q1": "build", "q2": "build", "q3": "experiment", "q4": "interpret", "q5": "interpret"}
@@ -49,16 +49,6 @@ HINTS = {
 }
 hint = hint_giver(HINTS)
 
-
-def _on_grid(value, grid):
-    """The element of `grid` that `value` (a number, or a 0-d tensor) equals up to rounding, else None."""
-    if isinstance(value, (str, bytes, bool)):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return next((g for g in grid if abs(g - number) <= 1e-6 * abs(g)), None)
 
 
 # --------------------------------------------------------------------------- q1: Adam
@@ -238,11 +228,11 @@ def q3(best_lr, best_final_loss, adam_step) -> None:
     answered("q3", best_lr, "best_lr")
     finals = sweep_final_losses()
     best = min(finals, key=finals.get)
-    on_grid = _on_grid(best_lr, LEARNING_RATES)
-    if on_grid is None:
+    grid_value = on_grid(best_lr, LEARNING_RATES)
+    if grid_value is None:
         fail("q3", f"`best_lr` = {best_lr!r} is not one of LEARNING_RATES {LEARNING_RATES}.",
              "report the learning rate itself, as it appears in LEARNING_RATES")
-    best_lr = on_grid
+    best_lr = grid_value
     if best_lr != best:
         worst = max(finals, key=finals.get)
         extra = (" That is the learning rate with the HIGHEST final loss: pick the minimum."
