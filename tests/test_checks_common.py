@@ -15,9 +15,10 @@ import os
 import warnings
 from pathlib import Path
 
+import matplotlib
 import pytest
 
-os.environ.setdefault("MPLBACKEND", "Agg")
+matplotlib.use("Agg")  # this process draws to memory; the kernels that later tests start are not affected
 
 from llmcourse.checks import CheckFailure  # noqa: E402
 from llmcourse.course.exercises import make_exercise  # noqa: E402

@@ -226,9 +226,12 @@ def test_the_command_refuses_results_inside_the_submissions(tmp_path, capsys):
     assert "must not be inside the submissions" in capsys.readouterr().err
 
 
-def test_the_command_grades_a_real_unit(tmp_path):
+def test_the_command_grades_a_real_unit(tmp_path, monkeypatch):
     """The command instructors use, on the course's unit 01 (whatever its questions are today): its
-    solutions notebook, submitted as it is, earns every automatic point; the handed-out exercise none."""
+    solutions notebook, submitted as it is, earns every automatic point; the handed-out exercise none.
+    Called in-process, it leaves the environment as it was (a leaked MPLBACKEND=Agg would reach
+    every kernel started afterwards and silence its plots)."""
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     solutions, subs = tmp_path / "solutions", tmp_path / "submissions"  # a copy: the grader hashes the folder
     solutions.mkdir()
     subs.mkdir()
@@ -240,8 +243,36 @@ def test_the_command_grades_a_real_unit(tmp_path):
                  "--solutions", str(solutions), "--cell-timeout", "60", "--total-timeout", "300"])
     rows = {r["student"]: r for r in csv.DictReader((tmp_path / "results" / "grades.csv").open())}
     reports = {s: (tmp_path / "results" / s / "report.txt").read_text() for s in rows}
-    assert code == 0
+    assert code == 0 and "MPLBACKEND" not in os.environ
     assert float(rows["solved"]["total"]) == unit.max_points, reports["solved"]
     assert float(rows["handout"]["total"]) == 0, reports["handout"]
     for question in unit.manual:  # graded by hand: listed, never scored automatically
         assert f"graded by hand: {question.points:g} points" in reports["solved"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="mount namespaces need root")
+def test_own_temp_folders_keep_what_the_worker_must_read(tmp_path):
+    """A course checkout (and its virtual environment) may live in /tmp: the worker's own /tmp must
+    still show it, while everything else that was in /tmp is gone."""
+    import subprocess
+    import sys
+    import tempfile
+
+    kept = Path(tempfile.mkdtemp(dir="/tmp")) / "checkout" / ".venv"
+    kept.mkdir(parents=True)
+    (kept / "python").write_text("interpreter")
+    other = Path(tempfile.mkdtemp(dir="/tmp"))
+    (other / "secret.txt").write_text("left by someone else")
+    script = (
+        "import os, sys\n"
+        "from llmcourse.course.grading import sandbox\n"
+        "sandbox.unshare(sandbox.CLONE_NEWNS)\n"
+        "sandbox.mount(None, '/', None, sandbox.MS_REC | sandbox.MS_PRIVATE)\n"
+        f"sandbox.private_temp([{str(kept)!r}, {str(kept / 'python')!r}])\n"
+        f"print(open({str(kept / 'python')!r}).read(), os.path.exists({str(other / 'secret.txt')!r}))\n")
+    try:
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == ["interpreter", "False"]
+    finally:
+        shutil.rmtree(kept.parents[1]), shutil.rmtree(other)

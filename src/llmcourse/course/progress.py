@@ -17,7 +17,6 @@ unit (saved as a PNG, or drawn inline when called from a notebook with `show_pro
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,7 +291,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chart", type=Path, default=Path("progress.png"), help="where to save the chart (PNG)")
     parser.add_argument("--no-chart", action="store_true", help="do not draw the chart")
     args = parser.parse_args(argv)
-    os.environ.setdefault("MPLBACKEND", "Agg")
     try:
         results = course_progress(args.exercises or default_folder("exercises"),
                                   args.solutions or default_folder("solutions"), args.unit)

@@ -11,7 +11,6 @@ per student, RESULTS_DIR/<student>/results.json (Gradescope format) and report.t
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from pathlib import Path
@@ -89,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     if out == args.submissions.resolve() or args.submissions.resolve() in out.parents:
         parser.error("--out must not be inside the submissions folder")
-    os.environ.setdefault("MPLBACKEND", "Agg")
     try:
         unit = load_unit(find_solution(args.unit, args.solutions or _default_solutions()))
     except Exception as exc:

@@ -211,23 +211,41 @@ def hide(paths: list[str], keep: list[str]) -> list[str]:
     return hidden
 
 
-def private_temp(scratch: str, folders: tuple[str, ...] = ("/tmp", "/var/tmp", "/dev/shm")) -> list[str]:
+def _outermost(paths: list[str]) -> list[str]:
+    """The paths that do not lie inside another of them: '/a' covers '/a/b'."""
+    ordered = sorted({os.path.realpath(p) for p in paths})
+    kept: list[str] = []
+    for path in ordered:
+        if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in kept):
+            kept.append(path)
+    return kept
+
+
+def private_temp(keep: list[str], folders: tuple[str, ...] = ("/tmp", "/var/tmp", "/dev/shm")) -> list[str]:
     """In a mount namespace of our own: a fresh, small tmpfs on each shared temporary folder, so nothing
-    one submission leaves there reaches the next; the scratch folder, if it lies in one, stays."""
-    scratch = os.path.realpath(scratch)
-    fd = os.open(scratch, os.O_PATH | os.O_CLOEXEC)
+    one submission leaves there reaches the next. A path in `keep` that lies in one (the scratch
+    folder; the course's own checkout and virtual environment when they live in /tmp) is bound back
+    into the new tmpfs, with what is mounted below it."""
+    kept = [path for path in _outermost(keep) if os.path.exists(path)]
+    fds = {path: os.open(path, os.O_PATH | os.O_CLOEXEC) for path in kept}
     made = []
     try:
         for folder in folders:
             if not os.path.isdir(folder) or os.path.islink(folder):
                 continue
+            inside = [path for path in kept if path.startswith(folder.rstrip("/") + "/")]
             mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=256m")
             made.append(folder)
-            if scratch.startswith(folder.rstrip("/") + "/"):
-                os.makedirs(scratch)
-                mount(f"/proc/self/fd/{fd}", scratch, None, MS_BIND | MS_REC)
+            for path in inside:
+                if os.path.isdir(f"/proc/self/fd/{fds[path]}"):
+                    os.makedirs(path)
+                else:
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    open(path, "w").close()
+                mount(f"/proc/self/fd/{fds[path]}", path, None, MS_BIND | MS_REC)
     finally:
-        os.close(fd)
+        for fd in fds.values():
+            os.close(fd)
     return made
 
 
@@ -239,7 +257,7 @@ def confine_files(readable: list[str], hidden: list[str], scratch: str) -> str:
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     covered = open_to_nobody(readable)
     gone = hide(hidden, keep=[os.path.realpath(p) for p in [scratch, *readable]])
-    private_temp(scratch)
+    private_temp([scratch, *readable])
     return (f"{len(gone)} folder(s) hidden, own /tmp" + (f", {', '.join(covered)} covered" if covered else ""))
 
 

@@ -13,6 +13,7 @@ import ast
 import builtins
 import contextlib
 import io
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,9 +175,23 @@ def load_unit(solution_path: Path | str) -> Unit:
     return unit
 
 
+@contextlib.contextmanager
+def _drawing_off_screen():
+    """While the solutions' cells run here, matplotlib (if not yet imported) draws to memory, so no
+    window opens on a desktop; the process's environment is left as it was afterwards, so a test run
+    or a notebook that called the grader keeps its own backend for the kernels it starts."""
+    before = os.environ.get("MPLBACKEND")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MPLBACKEND", None)
+
+
 def _run_trusted(source: str, filename: str, namespace: dict, path: Path, index: int) -> None:
     """Run one of the solutions' own cells in the grader (its output is not shown)."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with _drawing_off_screen(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
             exec(compile(python_source(source), filename, "exec"), namespace)
         except Exception as exc:
