@@ -248,3 +248,9 @@ def on_grid(value, grid):
     except (TypeError, ValueError):
         return None
     return next((g for g in grid if abs(g - number) <= 1e-6 * abs(g)), None)
+
+
+def random_logits(seed: int, shape, scale: float = 1.0) -> torch.Tensor:
+    """Seeded standard-normal scores of `shape`, times `scale` (float64): the same inputs on every run."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=generator, dtype=torch.float64) * scale

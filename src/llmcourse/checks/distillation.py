@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from llmcourse import distill
-from llmcourse.checks.core import answered, call, compare, hint_giver, measured, passed, requires
+from llmcourse.checks.core import answered, call, compare, hint_giver, measured, passed, random_logits, requires
 
 QUESTION_KINDS = {"q1": "build", "q2": "experiment", "q3": "interpret", "q4": "interpret"}
 
@@ -40,11 +40,6 @@ HINTS = {
 hint = hint_giver(HINTS)
 
 
-def _logits(seed: int, shape, scale: float = 2.5) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
-
-
 def _kl_rows(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """KL(p || q) for each row (last axis), p and q probabilities."""
     return (p * (p.log() - q.log())).sum(-1)
@@ -53,8 +48,8 @@ def _kl_rows(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 def q1(distillation_loss, seed: int = 0) -> None:
     """alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, labels)."""
     g = torch.Generator().manual_seed(seed + 7)
-    s = _logits(seed, (6 + seed % 4, 9))                                   # student (positions, vocab)
-    t = _logits(seed + 50, (6 + seed % 4, 9))                              # teacher
+    s = random_logits(seed, (6 + seed % 4, 9), scale=2.5)  # student (positions, vocab)
+    t = random_logits(seed + 50, (6 + seed % 4, 9), scale=2.5)  # teacher
     y = torch.randint(0, 9, (s.shape[0],), generator=g)                    # hard labels
     for T, alpha in ((3.0, 0.7), (2.0, 0.4), (1.0, 1.0)):
         got = call("q1", distillation_loss, s.clone(), t.clone(), y.clone(), T, alpha)
@@ -88,7 +83,7 @@ GRAD_TEMPERATURES = (1.0, 2.0, 4.0, 8.0, 16.0)
 
 def gradient_example() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Student logits, teacher logits (64 positions, 20 tokens) and labels for q2."""
-    student, teacher = _logits(1, (64, 20), scale=1.5), _logits(2, (64, 20), scale=1.5)
+    student, teacher = random_logits(1, (64, 20), scale=1.5), random_logits(2, (64, 20), scale=1.5)
     return student, teacher, teacher.argmax(-1)
 
 

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from llmcourse.checks.core import answered, call, compare, fail, hint_giver, measured, on_grid, passed, requires
+from llmcourse.checks.core import answered, call, compare, fail, hint_giver, measured, on_grid, passed, random_logits, requires
 
 QUESTION_KINDS = {"q1": "build", "q2": "build", "q3": "experiment", "q4": "interpret", "q5": "interpret"}
 
@@ -79,11 +79,6 @@ def reference_next_token_probs(logits, counts, *, temperature, top_k, top_p, pre
     return reference_top_p(torch.softmax(reference_top_k(z, top_k), -1), top_p)
 
 
-def _logits(seed: int, shape, scale: float = 2.0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
-
-
 # --------------------------------------------------------------------------- q1: top-p
 
 
@@ -94,7 +89,7 @@ def _renorm(probs, order, sorted_p, keep_sorted):
 
 def q1(top_p_filter, seed: int = 0) -> None:
     """Nucleus: keep the smallest set of most likely tokens whose mass reaches p, renormalised."""
-    probs = torch.softmax(_logits(seed, (10 + seed % 4,), scale=1.5), 0)
+    probs = torch.softmax(random_logits(seed, (10 + seed % 4,), scale=1.5), 0)
     sorted_p, order = probs.sort(descending=True)
     cum = sorted_p.cumsum(0)
     ascending_p, ascending_order = probs.sort()
@@ -127,7 +122,7 @@ def q2(next_token_probs, top_p_filter, seed: int = 0) -> None:
     """next_token_probs(logits, counts, *, temperature, top_k, top_p, presence_penalty, frequency_penalty)."""
     requires("q2", "q1", "top_p_filter", lambda: q1(top_p_filter, seed=seed))
     g = torch.Generator().manual_seed(seed)
-    z = _logits(seed, (16,), scale=2.5)
+    z = random_logits(seed, (16,), scale=2.5)
     counts = torch.randint(0, 4, (16,), generator=g)
     counts[0], counts[1] = 0, 3
     s = dict(temperature=0.6, top_k=8, top_p=0.85, presence_penalty=0.5, frequency_penalty=0.3)

@@ -14,7 +14,7 @@ import math
 import torch
 
 from llmcourse import moe as lib
-from llmcourse.checks.core import answered, call, compare, fail, hint_giver, measured, passed, requires
+from llmcourse.checks.core import answered, call, compare, fail, hint_giver, measured, passed, random_logits, requires
 
 QUESTION_KINDS = {"q1": "build", "q2": "build", "q3": "experiment", "q4": "interpret", "q5": "interpret"}
 
@@ -44,11 +44,6 @@ HINTS = {
 hint = hint_giver(HINTS)
 
 
-def _logits(seed: int, shape, scale: float = 1.5) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
-
-
 def _unpack(question: str, out, what: str):
     if not isinstance(out, (tuple, list)) or len(out) != 3:
         fail(question, f"route should return a tuple (gates, indices, balance_loss); got {type(out).__name__}",
@@ -58,7 +53,7 @@ def _unpack(question: str, out, what: str):
 
 def q1(route, seed: int = 0) -> None:
     """route(logits, k) -> (gates (N, E), indices (N, k), balance_loss 0-d), as llmcourse.moe."""
-    logits = _logits(seed, (12 + seed % 5, 6))
+    logits = random_logits(seed, (12 + seed % 5, 6), scale=1.5)
     N, E = logits.shape
     for k in (1, 2, 3):
         gates, indices, loss = _unpack("q1", call("q1", route, logits.clone(), k),
@@ -113,7 +108,7 @@ def q2(moe_forward, route, seed: int = 0) -> None:
     requires("q2", "q1", "route", lambda: q1(route, seed=seed))
     torch.manual_seed(seed)
     layer = lib.MoE(d_model=8, d_hidden=16, n_experts=4, top_k=2).double()
-    x = _logits(seed + 1, (20, 8), scale=1.0)
+    x = random_logits(seed + 1, (20, 8), scale=1.0)
     with torch.no_grad():
         expected = layer(x)
         expected_loss = layer.aux_loss
@@ -156,7 +151,7 @@ TOKENS, EXPERTS, TOP_K, CAPACITY_FACTOR = 1024, 8, 2, 1.25
 def routing_logits() -> torch.Tensor:
     """Router scores of TOKENS tokens for EXPERTS experts, from a router that prefers the first experts."""
     preference = torch.linspace(1.0, -1.0, EXPERTS, dtype=torch.float64)
-    return _logits(7, (TOKENS, EXPERTS), scale=1.0) + preference
+    return random_logits(7, (TOKENS, EXPERTS), scale=1.0) + preference
 
 
 def capacity() -> int:
