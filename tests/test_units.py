@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import llmcourse
+from llmcourse.course.notebook import read_notebook
 from llmcourse.course.units import FOLDERS, SHARED_MODULES, UNITS, unit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,3 +73,25 @@ def test_readme_library_table_names_exactly_the_library_modules():
 def test_the_package_docstring_names_every_library_module():
     missing = sorted(name for name in lesson_modules() if f"`{name}`" not in llmcourse.__doc__)
     assert not missing, f"llmcourse/__init__.py's docstring does not name {missing}"
+
+
+@pytest.mark.parametrize("u", UNITS, ids=lambda u: u.stem)
+def test_every_deck_ends_on_a_slide_that_leads_to_the_next_unit(u):
+    """The last slide names the next unit as the unit table does and links its deck and lesson
+    and this unit's exercises; the last unit's deck ends the course."""
+    cells = [c for c in read_notebook(u.path("lessons", ROOT)).cells
+             if c.metadata.get("slideshow", {}).get("slide_type") != "notes"]
+    last = cells[-1]
+    assert last.cell_type == "markdown" and last.metadata.get("slideshow", {}).get("slide_type") == "slide", \
+        f"{u.stem}: the deck's last cell is not a slide of its own"
+    links = [f"(../exercises/{u.stem}.ipynb)"]
+    position = UNITS.index(u)
+    if position + 1 < len(UNITS):
+        following = UNITS[position + 1]
+        heading = f"## Next: unit {following.number} · {following.title}"
+        links += [f"({following.stem}.ipynb)", f"(../notebooks/{following.stem}.ipynb)"]
+    else:
+        heading = "## The end of the course"
+    assert last.source.splitlines()[0] == heading, f"{u.stem}: the last slide should open with {heading!r}"
+    for link in links:
+        assert link in last.source, f"{u.stem}: the last slide does not link {link}"
