@@ -213,10 +213,12 @@ def test_a_free_text_answer_becomes_your_answer_here(solution_nb):
     assert exercise.cells[-1].source == MANUAL_ANSWER and exercise.cells[-1].metadata == model_answer.metadata
 
 
-# --- stubs, first hints and the lesson give nothing away ------------------------------------------
+# --- stubs, first hints, the exercise's prose and the lesson give nothing away ------------------------------------------
 
 OPERATORS = set("()[]{}+-*/%=<>@&|^~")
 WINDOW = 12
+# The prose may name the function to call and its arguments; a longer run is a line of the answer.
+PROSE_WINDOW = 30
 
 
 def compact(code: str) -> str:
@@ -245,12 +247,12 @@ def solution_regions(source: str) -> tuple[list[str], str]:
     return inside, "\n".join(outside)
 
 
-def leaked_code(solution: str, given: str, text: str) -> set[str]:
-    """Runs of WINDOW characters of `solution` (compacted) holding an operator or bracket that appear
-    in `text` (compacted), leaving out runs the exercise gives anyway (`given`, its code outside
-    the markers)."""
+def leaked_code(solution: str, given: str, text: str, window: int = WINDOW) -> set[str]:
+    """Runs of `window` characters of `solution` (compacted) holding an operator or bracket that
+    appear in `text` (compacted), leaving out runs the exercise gives anyway (`given`, its code
+    outside the markers)."""
     code, given, text = compact(solution), compact(given), re.sub(r"\s+", "", text)
-    runs = {code[i:i + WINDOW] for i in range(len(code) - WINDOW + 1)}
+    runs = {code[i:i + window] for i in range(len(code) - window + 1)}
     return {run for run in runs if OPERATORS & set(run) and run in text and run not in given}
 
 
@@ -260,11 +262,14 @@ def lesson_code(stem: str) -> str:
 
 
 @pytest.mark.parametrize("stem", UNITS)
-def test_stubs_and_first_hints_do_not_give_the_solution_away(stem):
+def test_stubs_first_hints_and_prose_do_not_give_the_solution_away(stem):
+    """No stub, first hint or markdown cell of the exercise shares a run of the solution's code
+    (beyond what the exercise gives outside the markers), and the lesson does not hold it whole."""
     solution = read_notebook(ROOT / "solutions" / f"{stem}.ipynb")
     exercise = read_notebook(ROOT / "exercises" / f"{stem}.ipynb")
     hints = getattr(checks_module(stem), "HINTS", {})
     lesson = lesson_code(stem)
+    prose = "\n".join(c.source for c in exercise.cells if c.cell_type == "markdown")
     leaks = []
     for sol, ex in zip(solution.cells, exercise.cells):
         meta = nbgrader(sol)
@@ -273,8 +278,10 @@ def test_stubs_and_first_hints_do_not_give_the_solution_away(stem):
         question = question_id(meta["grade_id"])
         regions, given = solution_regions(sol.source)
         for region in regions:
-            for where, text in (("stub", ex.source), ("first hint", (hints.get(question) or [""])[0])):
-                found = leaked_code(region, given, text)
+            for where, text, window in (("stub", ex.source, WINDOW),
+                                        ("first hint", (hints.get(question) or [""])[0], WINDOW),
+                                        ("exercise's prose", prose, PROSE_WINDOW)):
+                found = leaked_code(region, given, text, window)
                 if found:
                     leaks.append(f"{meta['grade_id']}: the {where} shares {sorted(found)[:3]}")
             body = compact(region)

@@ -37,10 +37,10 @@ HINTS = {
     "q3": ("Entropy is minus the sum of w ln w over each query's weights, with 0 ln 0 taken as 0.",
            "torch.special.xlogy(w, w) is w ln w with 0 where w = 0; sum it over the keys (the last axis) and "
            "change the sign."),
-    "q4": ("Follow the recipe exactly: for each d_k a fresh generator seeded 0, q then k drawn from it; "
-           "scores with and without the 1/sqrt(d_k); a softmax over the keys; your q3 entropy; the mean.",
-           "q = torch.randn(64, 16, d_k, generator=g) then k the same way; weights = softmax(q @ k^T "
-           "(/ sqrt(d_k) or not), dim=-1); attention_entropy(weights).mean().item().",
+    "q4": ("Follow the recipe exactly: for each d_k, q and k from queries_and_keys(d_k); scores with "
+           "and without the 1/sqrt(d_k); a softmax over the keys; your q3 entropy; the mean.",
+           "weights = softmax(q @ k^T (/ sqrt(d_k) or not), dim=-1), the transpose over the last two axes; "
+           "attention_entropy(weights).mean().item().",
            "Two dicts filled in one loop over check.D_KS: entropy_scaled[d_k] and entropy_unscaled[d_k]."),
     "q5": ("Look at your entropy_unscaled[256] next to ln 16 (uniform) and 0 (all weight on one key).",
            "Also look at the largest weight of each query: weights.amax(-1).mean() for the unscaled "
@@ -277,7 +277,7 @@ def q4(entropy_scaled, entropy_unscaled, attention_entropy) -> None:
             measured("q4", got, expected, tolerance=0.05, name=f"{name}[{d_k}]",
                      what=f"mean entropy in nats at d_k = {d_k}", mistakes=[
                          ("entropy in bits (log2); measure it in nats", expected / math.log(2)),
-                     ], hint="follow the recipe: a fresh generator seeded 0 for each d_k, q drawn before k")
+                     ], hint="follow the recipe: q and k from queries_and_keys(d_k) for each d_k, no causal mask")
     passed("q4", f"with the scale the entropy stays near {scaled[D_KS[-1]]:.2f} nats (ln {N_TOKENS} = "
                  f"{math.log(N_TOKENS):.2f} is uniform); without it, it falls from {unscaled[D_KS[0]]:.2f} "
                  f"to {unscaled[D_KS[-1]]:.2f} as d_k grows from {D_KS[0]} to {D_KS[-1]}")

@@ -32,12 +32,12 @@ HINTS = {
            "Start from your q1 count, take away the position table (T d) and, when the weights are not tied, "
            "the token table (V d); training costs 6 FLOPs per such parameter per token, plus the attention "
            "term 12 L T d."),
-    "q3": ("Build the model, make one AdamW step (a loss, backward, step), then look at what "
-           "optimizer.state holds: one dict of tensors per parameter tensor.",
+    "q3": ("After the given step, look at what optimizer.state holds: one dict of tensors per "
+           "parameter tensor (print the keys of one).",
            "Bytes of a tensor: t.numel() * t.element_size(). Sum them over every tensor in every state dict "
            "(the step counters included); do the same over model.parameters() for parameter_bytes.",
-           "Build with torch.manual_seed(0) and GPT(check.EXPERIMENT_CONFIG); one batch from "
-           "torch.randint(0, vocab_size, (4, 64)); loss = model(x, x)[1]."),
+           "Two sums: one over model.parameters(), one over optimizer.state.values() and, inside each, "
+           "over its .values()."),
     "q4": ("Divide your adam_state_bytes by your parameter_bytes.",
            "What does AdamW keep for each parameter, and in which precision?"),
 }

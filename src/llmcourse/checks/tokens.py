@@ -44,7 +44,7 @@ HINTS = {
            "argument set to 'replace'."),
     "q4": ("Train once with the largest number of merges: the first n merges of that run are exactly what "
            "a run with n merges learns.",
-           "Word counts come from Counter(split_text(train_text)); for each n in N_MERGES, encode the "
+           "Learn the merges from word_counts; for each n in N_MERGES, encode the "
            "validation text with the first n merges (as a {pair: 256 + i} dict) and divide its UTF-8 bytes "
            "by the number of tokens.",
            "compression = {n: len(val_text.encode('utf-8')) / len(encode(val_text, table_n)) for n in "
