@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import llmcourse
-from llmcourse.runtime import default_threads, pick_device, seed_everything
+from llmcourse.runtime import default_threads, notebook_threads, pick_device, seed_everything
 
 
 def draw():
@@ -61,6 +61,28 @@ def test_threads_default_and_override(monkeypatch):
     monkeypatch.setenv("LLMCOURSE_THREADS", "zero")
     with pytest.raises(ValueError, match="LLMCOURSE_THREADS must be a positive integer"):
         default_threads()
+
+
+def test_notebooks_use_one_thread_on_any_machine_unless_told(monkeypatch):
+    """The stored outputs come from one thread; a 16-core laptop must print them again."""
+    monkeypatch.delenv("LLMCOURSE_THREADS", raising=False)
+    for cpus in (1, 2, 16):
+        monkeypatch.setattr("os.cpu_count", lambda cpus=cpus: cpus)
+        assert notebook_threads() == 1
+    monkeypatch.setenv("LLMCOURSE_THREADS", "4")
+    assert notebook_threads() == 4
+
+
+def test_setup_uses_the_notebook_thread_count(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.delenv("LLMCOURSE_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    try:
+        torch.set_num_threads(2)
+        llmcourse.setup(seed=0, device="cpu", quiet=True, style=False)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_setup_seeds_sets_threads_and_reports(capsys):

@@ -1,7 +1,8 @@
 """Seeds, device and threads: the three things every notebook sets first.
 
-`setup()` does all three (and applies the course's plot style) in one call, so that two runs of
-a notebook print the same numbers and run at a predictable speed on a small shared machine.
+`setup()` does all three (and applies the course's plot style) in one call, so that a notebook
+prints the same numbers on every run, on a machine with any number of cores, and runs at a
+predictable speed on a small shared machine.
 """
 from __future__ import annotations
 
@@ -66,15 +67,28 @@ def default_threads() -> int:
     return 1 if cpus <= 2 else min(8, cpus // 2)
 
 
+def notebook_threads() -> int:
+    """How many CPU threads the notebooks use: $LLMCOURSE_THREADS, else one.
+
+    The number of threads changes the order in which torch adds up some sums (a matrix product,
+    a LayerNorm's gradient), and so their last bits. In a small training run such a difference can
+    grow: an argmax flips, a batch goes another way, and the run ends elsewhere (unit 12 shows it).
+    The stored outputs, and the numbers the lessons quote, come from one thread; with one thread a
+    notebook prints them again on a machine with any number of cores. Set LLMCOURSE_THREADS for
+    speed instead, and expect numbers that differ.
+    """
+    return default_threads() if os.environ.get("LLMCOURSE_THREADS") else 1
+
+
 def setup(seed: int = 0, device: str | None = None, threads: int | None = None,
           style: bool = True, quiet: bool = False) -> torch.device:
     """Seed everything, set torch's thread count, apply the plot style; return the device.
 
     seed: the seed for Python, NumPy and torch.   device: "auto", "cpu", "cuda" or "mps".
-    threads: torch CPU threads (default: `default_threads()`).   style: apply `plots.use_course_style()`.
+    threads: torch CPU threads (default: `notebook_threads()`, one).   style: apply `plots.use_course_style()`.
     """
     seed_everything(seed)
-    n_threads = default_threads() if threads is None else threads
+    n_threads = notebook_threads() if threads is None else threads
     check_int(n_threads, "threads")
     torch.set_num_threads(n_threads)
     chosen = pick_device(device)
