@@ -2,6 +2,7 @@
 
 Offline: a small random GPT2LMHeadModel and a byte-level BPE trained here and saved in GPT-2's files.
 """
+import functools
 import html
 
 import pytest
@@ -112,6 +113,36 @@ def test_long_prompts_are_cropped_to_the_context(adapter, hf_tokenizer):
     with torch.no_grad():
         expected = adapter.model(input_ids=torch.tensor([ids[-adapter.context_length:]])).logits[0, -1]
     torch.testing.assert_close(adapter.next_token_logits(ids), expected, atol=0, rtol=0)
+
+
+def test_kv_cache_decoding_gives_the_tokens_of_recomputing_and_runs_one_position_per_step(adapter, hf_tokenizer):
+    """The adapter's own decoder (the model's KV cache) against rerunning the whole prefix, batched and
+    sampled, and past the end of the context window, where it must fall back to recomputing."""
+    ids = hf_tokenizer.encode(PROMPT)
+    config = SamplingConfig(temperature=0.9, top_p=0.95)
+    runs = [generate(adapter, ids, 20, config, generator=torch.Generator().manual_seed(1), num_samples=3,
+                     use_cache=use_cache).tokens for use_cache in (True, False)]
+    assert torch.equal(*runs)
+    long = (ids * 20)[:adapter.context_length - 10]       # the window fills while decoding
+    assert len(long) < adapter.context_length < len(long) + 30
+    cached, recomputed = (generate(adapter, long, 30, SamplingConfig(temperature=0.0), use_cache=use_cache).tokens
+                          for use_cache in (True, False))
+    assert torch.equal(cached, recomputed)
+
+    widths = []
+    original_forward = adapter.model.forward
+
+    @functools.wraps(original_forward)
+    def counting_forward(*args, **kwargs):
+        widths.append(kwargs["input_ids"].shape[1])
+        return original_forward(*args, **kwargs)
+
+    adapter.model.forward = counting_forward
+    try:
+        generate(adapter, ids, 6, SamplingConfig(temperature=0.0))
+    finally:
+        del adapter.model.forward
+    assert widths == [len(ids)] + [1] * 5, f"positions run per step: {widths}"
 
 
 def test_wrong_arguments_are_named(hf_model, folder):

@@ -159,9 +159,13 @@ class _GPTDecoder:
 
 
 def decoder(model, ids: list[list[int]], use_cache: bool = True):
-    """A decoder for `model` over a batch of prompts (lists of ids)."""
+    """A decoder for `model` over a batch of prompts (lists of ids): with a KV cache for the course
+    GPT, the model's own where it brings one (a `decoder` method, as `gpt2.HuggingFaceAdapter` has),
+    else one that reruns the whole sequence every step."""
     if isinstance(model, GPTAdapter):
         return _GPTDecoder(model, ids, use_cache)
+    if callable(getattr(model, "decoder", None)):
+        return model.decoder(ids, use_cache)
     return _RecomputeDecoder(model, ids)
 
 

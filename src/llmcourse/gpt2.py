@@ -28,6 +28,7 @@ unless asked to download.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -301,8 +302,9 @@ class HuggingFaceAdapter:
     """Any Hugging Face causal language model and its tokenizer as a LanguageModel.
 
     generate(), generate_text() and the temperature lab then work with it exactly as with the course
-    GPT. Each step runs the model on the whole (cropped) prefix: no KV cache, so keep continuations
-    short for big models. A model whose output layer is wider than the tokenizer's vocabulary
+    GPT. `next_token_logits` runs the model on the whole (cropped) prefix; `generate` decodes with
+    the model's own KV cache (`decoder`), one new position per step. A model whose output layer is
+    wider than the tokenizer's vocabulary
     (padded for speed) has its extra scores cut off: those ids are never real tokens.
 
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -339,3 +341,51 @@ class HuggingFaceAdapter:
         """What to start from when the prompt is empty: the model's beginning-of-text token (GPT-2: <|endoftext|>)."""
         bos = getattr(self.model.config, "bos_token_id", None)
         return [bos] if isinstance(bos, int) and 0 <= bos < len(self.tokenizer.vocab) else [0]
+
+    def decoder(self, ids: list[list[int]], use_cache: bool = True) -> "HuggingFaceDecoder":
+        """What `generation.generate` extends a batch of equal-length prompts with."""
+        return HuggingFaceDecoder(self, ids, use_cache)
+
+
+class HuggingFaceDecoder:
+    """A batch of sequences being extended by a Hugging Face causal LM, with its KV cache.
+
+    The first step runs the prompts; each later step runs only the new token, reading the keys and
+    values of every earlier position from the model's `past_key_values`. As for the course GPT, the
+    cache is exact only while the text fits in the context window; past it each step recomputes the
+    last context_length tokens, which is what decoding without a cache does.
+    """
+
+    def __init__(self, adapter: HuggingFaceAdapter, ids: list[list[int]], use_cache: bool = True):
+        if len({len(row) for row in ids}) != 1 or len(ids[0]) == 0:
+            raise ValueError("every sequence of a batch needs the same, non-zero number of prompt tokens")
+        self.model, self.T, self.use_cache = adapter.model, adapter.context_length, use_cache
+        self.vocab_size = len(adapter.tokenizer.vocab)
+        self.idx = torch.tensor(ids, dtype=torch.long, device=adapter.device)   # (batch, t)
+        self.past = None
+        self._next = None
+        # transformers names the cache `cache` since 5.x, `past_key_values` before
+        self.cache_name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+
+    def _fits(self) -> bool:
+        return not self.T or self.idx.shape[1] <= self.T
+
+    @torch.no_grad()
+    def logits(self) -> torch.Tensor:                                  # (batch, vocab)
+        if self._next is None:
+            context = self.idx[:, -self.T:] if self.T else self.idx     # (batch, <= T)
+            cached = self.use_cache and self._fits()
+            out = self.model(input_ids=context, use_cache=cached)
+            self.past = getattr(out, self.cache_name) if cached else None
+            self._next = out.logits[:, -1]
+        return self._next[:, :self.vocab_size].float().cpu()
+
+    @torch.no_grad()
+    def append(self, tokens: torch.Tensor) -> None:
+        new = tokens.to(self.idx.device).view(-1, 1)                    # (batch, 1)
+        self.idx = torch.cat([self.idx, new], dim=1)
+        if self.past is not None and self._fits():                      # the new position fits: cached step
+            out = self.model(input_ids=new, use_cache=True, **{self.cache_name: self.past})
+            self.past, self._next = getattr(out, self.cache_name), out.logits[:, -1]
+        else:
+            self.past, self._next = None, None                          # recompute on demand
