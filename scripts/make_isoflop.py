@@ -1,7 +1,7 @@
 """The IsoFLOP experiment of unit 09: at each of a few compute budgets, train models of several
 sizes, each for exactly the tokens its budget buys, and record their validation losses.
 
-    LLMCOURSE_THREADS=1 python scripts/make_isoflop.py          # about 6 minutes on one core
+    LLMCOURSE_THREADS=1 python scripts/make_isoflop.py          # about 13 minutes on one core
 
 Budget C (FLOPs) = 6 N D, with N = count_parameters(config) and D the training tokens, so a model
 of N parameters trains for D = C / (6 N) tokens: round(D / tokens_per_step) optimizer steps, with
