@@ -24,6 +24,18 @@ def test_grammar_answers_are_right():
         al.solve("multiply 2 3")
 
 
+def test_all_prompts_is_the_whole_grammar_and_the_split_is_disjoint():
+    everything = al.all_prompts()
+    assert len(everything) == len(set(everything)) == 604
+    assert set(al.prompts(20_000, seed=1)) == set(everything)        # random draws reach every prompt, no other
+    train, test = al.split_prompts(100, seed=99)
+    assert len(test) == len(set(test)) == 100 and not set(train) & set(test)
+    assert sorted(train + test) == sorted(everything)
+    assert al.split_prompts(100, seed=99) == (train, test) != al.split_prompts(100, seed=98)
+    with pytest.raises(ValueError, match="n_test must leave prompts"):
+        al.split_prompts(604)
+
+
 def test_everything_encodes_with_the_tokenizer():
     tok = al.tokenizer()
     text = al.prose_corpus(300, seed=0) + "".join(al.chat(p, r) for p, _, r in al.preference_pairs(300))

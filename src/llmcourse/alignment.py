@@ -67,6 +67,27 @@ def prompts(n: int, seed: int = 0) -> list[str]:
     return [random_prompt(rng) for _ in range(n)]
 
 
+def all_prompts() -> list[str]:
+    """Every instruction of the grammar, in a fixed order: 100 additions and 252 words for each of
+    reverse and upper (two or three letters of LETTERS), 604 in all."""
+    words = [a + b for a in LETTERS for b in LETTERS] + [a + b + c for a in LETTERS for b in LETTERS for c in LETTERS]
+    return ([f"add {a} {b}" for a in range(10) for b in range(10)]
+            + [f"{task} {w}" for task in ("reverse", "upper") for w in words])
+
+
+def split_prompts(n_test: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """The grammar's prompts in two disjoint parts, (train, test): n_test test prompts drawn with
+    `seed`, every other prompt for training. Training on the first and measuring on the second
+    measures what was learned, not what was memorised."""
+    everything = all_prompts()
+    check_int(n_test, "n_test", 1)
+    if n_test >= len(everything):
+        raise ValueError(f"n_test must leave prompts to train on: at most {len(everything) - 1}; got {n_test}")
+    test = random.Random(seed).sample(everything, n_test)
+    held_out = set(test)
+    return [p for p in everything if p not in held_out], test
+
+
 def chat(prompt: str, answer: str | None = None) -> str:
     """The chat format.  chat("add 3 4") -> "Q: add 3 4\\nA: "  (what the model continues);
     chat("add 3 4", "7") -> "Q: add 3 4\\nA: 7\\n"  (the newline after the answer means "stop")."""
